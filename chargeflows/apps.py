@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ChargeflowsConfig(AppConfig):
+    name = "chargeflows"
+    verbose_name = "Charge flows"

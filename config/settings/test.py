@@ -1,0 +1,21 @@
+"""Test settings: the real stack (PostgreSQL, Redis), only made faster.
+
+localstripe's address is set by the session fixture in tests/conftest.py once it is listening.
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-not-a-secret-0123456789abcdefghijklmnopqrstuv")
+os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/0")
+os.environ.setdefault("CACHE_URL", "rediscache://127.0.0.1:6379/1")
+os.environ.setdefault("STRIPE_SECRET_KEY", "sk_test_localstripe")
+os.environ.setdefault("STRIPE_PUBLISHABLE_KEY", "pk_test_localstripe")
+os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_localstripe")
+os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
+os.environ.setdefault("EMAIL_URL", "memorymail://")
+
+from .base import *  # noqa: E402
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STRIPE_TIMEOUT_SECONDS = 5.0

@@ -1,0 +1,13 @@
+from django.contrib import admin
+from django.urls import path
+
+from .views import healthz
+
+admin.site.site_header = "Charging back office"
+admin.site.site_title = "Charging back office"
+admin.site.index_title = "Back office"
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,37 @@
+from django.conf import settings
+from django.db import models
+
+
+class Space(models.Model):
+    """The tenant: every domain row belongs to exactly one space."""
+
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=60, unique=True)
+    default_currency = models.CharField(
+        max_length=3, default="EUR", help_text="ISO 4217 code used when none is given."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class SpaceMembership(models.Model):
+    """Which staff user works in which space. The role is the user's group (see roles.py)."""
+
+    space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="space_memberships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["space", "user"], name="uniq_space_membership"),
+        ]
+
+    def __str__(self):
+        return f"{self.user} in {self.space}"

@@ -1,0 +1,51 @@
+"""Staff roles, declared in one place. A role is a Django group; its permissions are synced here.
+
+- clerk:    enters charge amounts
+- approver: checks and approves what a clerk entered
+- admin:    configures spaces' charge flows, recurring lines and schedules
+
+Later apps add their model permissions to ROLE_PERMISSIONS; sync_roles() makes the groups match.
+"""
+
+from django.contrib.auth.models import Group, Permission
+
+CLERK = "clerk"
+APPROVER = "approver"
+ADMIN = "admin"
+ROLES = (CLERK, APPROVER, ADMIN)
+
+ROLE_PERMISSIONS: dict[str, set[str]] = {
+    CLERK: {"spaces.view_space"},
+    APPROVER: {"spaces.view_space"},
+    ADMIN: {
+        "spaces.view_space",
+        "spaces.change_space",
+        "spaces.view_spacemembership",
+        "django_celery_beat.view_periodictask",
+        "django_celery_beat.change_periodictask",
+        "django_celery_beat.view_crontabschedule",
+        "django_celery_beat.view_intervalschedule",
+    },
+}
+
+
+def _permissions(codes: set[str]) -> list[Permission]:
+    wanted = {tuple(code.split(".", 1)) for code in codes}
+    found = Permission.objects.filter(
+        content_type__app_label__in={app for app, _ in wanted}
+    ).select_related("content_type")
+    return [p for p in found if (p.content_type.app_label, p.codename) in wanted]
+
+
+def sync_roles() -> None:
+    """Create the role groups and give each exactly its declared permissions."""
+    for role in ROLES:
+        group, _ = Group.objects.get_or_create(name=role)
+        group.permissions.set(_permissions(ROLE_PERMISSIONS[role]))
+
+
+def sync_roles_after_migrate(sender, using="default", **kwargs):
+    # post_migrate fires once per app; sync when ours has run (permissions exist by then
+    # because django.contrib.auth's own handler is connected first).
+    if sender.name == "spaces":
+        sync_roles()

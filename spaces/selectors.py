@@ -1,0 +1,12 @@
+from django.db.models import QuerySet
+
+from .models import Space
+
+
+def space_list_for_user(*, user) -> QuerySet[Space]:
+    """The spaces a staff user may see: all for a superuser, their memberships otherwise."""
+    if not user.is_active or not user.is_staff:
+        return Space.objects.none()
+    if user.is_superuser:
+        return Space.objects.all()
+    return Space.objects.filter(memberships__user=user)

@@ -1,0 +1,42 @@
+import factory
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+
+from spaces.models import Space, SpaceMembership
+
+DEFAULT_PASSWORD = "correct-horse-battery-staple"
+
+
+class SpaceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Space
+        django_get_or_create = ("slug",)
+
+    name = factory.Sequence(lambda n: f"Space {n}")
+    slug = factory.Sequence(lambda n: f"space-{n}")
+    default_currency = "EUR"
+
+
+class StaffUserFactory(factory.django.DjangoModelFactory):
+    """A staff user with a role (group name) and space memberships."""
+
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"staff{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.test")
+    is_staff = True
+    password = factory.PostGenerationMethodCall("set_password", DEFAULT_PASSWORD)
+
+    @factory.post_generation
+    def role(self, create, extracted, **kwargs):
+        if extracted:
+            self.groups.add(Group.objects.get(name=extracted))
+        self.save()
+
+    @factory.post_generation
+    def spaces(self, create, extracted, **kwargs):
+        for space in extracted or ():
+            SpaceMembership.objects.create(space=space, user=self)
