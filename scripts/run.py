@@ -80,7 +80,9 @@ def main() -> None:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                print(f"{_name} did not stop within 10s; killing it.")
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
         print("\nAll processes stopped.")
         sys.exit(0)
 

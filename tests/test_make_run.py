@@ -131,8 +131,24 @@ def test_make_run_serves_the_back_office_and_stops_cleanly(tmp_path, monkeypatch
 
     assert "All processes stopped." in out.text
     time.sleep(0.5)
-    alive = {pid for pid in started if Path(f"/proc/{pid}").exists()}
+    alive = {pid: _cmdline(pid) for pid in started if _running(pid)}
     assert started and not alive, f"left running: {alive}"
+
+
+def _running(pid: int) -> bool:
+    # An exited child nobody has reaped yet (a zombie, state Z) is not running.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except FileNotFoundError:
+        return "?"
 
 
 def _children_of(pid: int) -> set[int]:
