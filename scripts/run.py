@@ -72,17 +72,22 @@ def main() -> None:
         return proc
 
     def stop_all(*_):
+        # SIGTERM to each leader lets it stop its own children (Celery's pool) cleanly; what
+        # is left of a group afterwards, or a leader stuck past 10 s, is killed.
         for _name, proc in reversed(procs):
             if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
+                proc.terminate()
         deadline = time.monotonic() + 10
-        for _name, proc in procs:
+        for name, proc in procs:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                print(f"{_name} did not stop within 10s; killing it.")
+                print(f"{name} did not stop within 10s; killing it.")
+            try:
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            except ProcessLookupError:
+                pass
+            proc.wait()
         print("\nAll processes stopped.")
         sys.exit(0)
 
