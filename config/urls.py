@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 
 from .views import healthz
 
@@ -10,4 +10,5 @@ admin.site.index_title = "Back office"
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
+    path("register/", include("cards.urls")),
 ]

@@ -10,6 +10,11 @@ class Space(models.Model):
     default_currency = models.CharField(
         max_length=3, default="EUR", help_text="ISO 4217 code used when none is given."
     )
+    public_card_registration = models.BooleanField(
+        default=True,
+        help_text="Anyone with the space's public link may register a card. Invitation links "
+        "work either way.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -14,11 +14,28 @@ APPROVER = "approver"
 ADMIN = "admin"
 ROLES = (CLERK, APPROVER, ADMIN)
 
+_CARDS_READ = {
+    "cards.view_customer",
+    "cards.view_paymentcard",
+    "cards.view_cardinvitation",
+    "cards.view_cardevent",
+}
+
 ROLE_PERMISSIONS: dict[str, set[str]] = {
-    CLERK: {"spaces.view_space"},
-    APPROVER: {"spaces.view_space"},
+    CLERK: {
+        "spaces.view_space",
+        *_CARDS_READ,
+        "cards.add_customer",
+        "cards.change_customer",
+        "cards.add_cardinvitation",
+    },
+    APPROVER: {"spaces.view_space", *_CARDS_READ},
     ADMIN: {
         "spaces.view_space",
+        *_CARDS_READ,
+        "cards.add_customer",
+        "cards.change_customer",
+        "cards.add_cardinvitation",
         "spaces.change_space",
         "spaces.view_spacemembership",
         "django_celery_beat.view_periodictask",

@@ -129,3 +129,32 @@ def browser_type_launch_args(browser_type_launch_args):
             "--no-first-run",
         ],
     }
+
+
+@pytest.fixture(autouse=True)
+def _clear_shared_cache():
+    """Rate-limit counters live in the shared (Redis) cache; each test starts from zero."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+def confirm_setup_intent(server: LocalStripe, client_secret: str, number: str) -> dict:
+    """Do what Stripe.js does in the customer's browser: confirm the SetupIntent with a card,
+    talking to the provider directly with the publishable key. Returns the provider's answer."""
+    from django.conf import settings
+
+    setup_intent_id = client_secret.split("_secret_")[0]
+    response = requests.post(
+        f"{server.url}/v1/setup_intents/{setup_intent_id}/confirm",
+        json={
+            "key": settings.STRIPE_PUBLISHABLE_KEY,
+            "client_secret": client_secret,
+            "payment_method_data": {
+                "type": "card",
+                "card": {"number": number, "exp_month": 6, "exp_year": 2034, "cvc": "123"},
+            },
+        },
+        timeout=10,
+    )
+    return response.json()

@@ -40,3 +40,13 @@ class StaffUserFactory(factory.django.DjangoModelFactory):
     def spaces(self, create, extracted, **kwargs):
         for space in extracted or ():
             SpaceMembership.objects.create(space=space, user=self)
+
+
+class CustomerFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "cards.Customer"
+
+    space = factory.SubFactory(SpaceFactory)
+    name = factory.Sequence(lambda n: f"Customer {n}")
+    email = factory.Sequence(lambda n: f"customer{n}@example.test")
+    external_number = ""

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Before sessions and CSRF: a request carrying a card number is refused untouched.
+    "cards.middleware.CardNumberGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -113,6 +115,13 @@ STRIPE_API_BASE = env("STRIPE_API_BASE", default="https://api.stripe.com")
 STRIPE_JS_URL = env("STRIPE_JS_URL", default="https://js.stripe.com/v3/")
 STRIPE_TIMEOUT_SECONDS = env.float("STRIPE_TIMEOUT_SECONDS", default=20.0)
 
+# --- Hosted pages -----------------------------------------------------------------------------
+# Absolute base of links we email to customers (registration invitations, payment links).
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
+# Card registration POSTs allowed per client IP in each window (seconds), on the shared cache.
+CARD_REGISTRATION_RATE_LIMIT = env.int("CARD_REGISTRATION_RATE_LIMIT", default=20)
+CARD_REGISTRATION_RATE_WINDOW = env.int("CARD_REGISTRATION_RATE_WINDOW", default=600)
+
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 CELERY_BROKER_TRANSPORT_OPTIONS = {}
@@ -125,7 +134,17 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
-CELERY_BEAT_SCHEDULE = {}
+# Synced into django-celery-beat's tables at beat start; staff can then edit them in the admin.
+CELERY_BEAT_SCHEDULE = {
+    "cards-redispatch-events": {
+        "task": "cards.card_events_redispatch",
+        "schedule": 60.0,
+    },
+    "cards-expire-cards": {
+        "task": "cards.payment_cards_expire",
+        "schedule": 6 * 60 * 60.0,
+    },
+}
 
 # --- Forms ------------------------------------------------------------------------------------
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"

@@ -14,8 +14,13 @@ os.environ.setdefault("STRIPE_PUBLISHABLE_KEY", "pk_test_localstripe")
 os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_localstripe")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("EMAIL_URL", "memorymail://")
+os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
 
 from .base import *  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STRIPE_TIMEOUT_SECONDS = 5.0
+# Tasks sent on commit run inline, so a test sees their effects (emails, dispatched events).
+# The embedded and Redis brokers themselves are exercised by tests/test_make_run.py.
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True

@@ -1,0 +1,139 @@
+from django.contrib import admin, messages
+from django.db.models import Count
+
+from spaces.admin import SpaceScopedAdminMixin
+
+from . import services
+from .models import CardEvent, CardInvitation, Customer, PaymentCard
+
+
+class PaymentCardInline(admin.TabularInline):
+    model = PaymentCard
+    extra = 0
+    can_delete = False
+    fields = ("brand", "last4", "expiry", "status", "is_default", "lookup_key", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Customer)
+class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "name",
+        "email",
+        "external_number",
+        "space",
+        "card_count",
+        "provider_customer_id",
+        "created_at",
+    )
+    list_filter = ("space", "preferred_language", "created_at")
+    search_fields = ("name", "email", "external_number", "cards__last4")
+    list_select_related = ("space",)
+    readonly_fields = ("provider_customer_id", "created_at", "updated_at")
+    fields = (
+        "space",
+        "name",
+        "email",
+        "preferred_language",
+        "external_number",
+        "provider_customer_id",
+        "created_at",
+        "updated_at",
+    )
+    inlines = [PaymentCardInline]
+    actions = ["send_registration_link"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(card_count=Count("cards", distinct=True))
+
+    @admin.display(description="cards", ordering="card_count")
+    def card_count(self, obj):
+        return obj.card_count
+
+    @admin.action(description="Send registration link", permissions=["send_link"])
+    def send_registration_link(self, request, queryset):
+        sent = 0
+        for customer in queryset:
+            services.card_invitation_send(customer=customer, acting_user=request.user)
+            sent += 1
+        self.message_user(
+            request, f"Registration link sent to {sent} customer(s).", messages.SUCCESS
+        )
+
+    def has_send_link_permission(self, request):
+        return request.user.has_perm("cards.add_cardinvitation")
+
+
+@admin.register(PaymentCard)
+class PaymentCardAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "customer",
+        "brand",
+        "last4",
+        "expiry",
+        "status",
+        "is_default",
+        "lookup_key",
+        "created_at",
+    )
+    list_filter = ("status", "brand", "is_default", "space")
+    search_fields = (
+        "last4",
+        "customer__name",
+        "customer__email",
+        "customer__external_number",
+    )
+    list_select_related = ("customer",)
+    readonly_fields = (
+        "space",
+        "customer",
+        "provider_payment_method_id",
+        "brand",
+        "last4",
+        "exp_month",
+        "exp_year",
+        "fingerprint",
+        "status",
+        "is_default",
+        "lookup_key",
+        "created_at",
+    )
+
+    def has_add_permission(self, request):
+        return False  # cards come only from the provider, through the hosted page
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class _ReadOnlyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(CardInvitation)
+class CardInvitationAdmin(_ReadOnlyAdmin):
+    list_display = ("customer", "created_by", "created_at", "expires_at", "used_at")
+    list_filter = ("space", "created_at")
+    search_fields = ("customer__name", "customer__email")
+    list_select_related = ("customer", "created_by")
+
+
+@admin.register(CardEvent)
+class CardEventAdmin(_ReadOnlyAdmin):
+    list_display = ("created_at", "kind", "customer", "card", "acting_user", "dispatched_at")
+    list_filter = ("kind", "space", "created_at")
+    search_fields = ("customer__name", "customer__email", "card__last4")
+    list_select_related = ("customer", "card", "acting_user")

@@ -1,0 +1,37 @@
+class CardsError(Exception):
+    """A rule was broken. `message` is safe to show to the customer or staff; `code` is for logs."""
+
+    code = "cards_error"
+    message = "Something went wrong with the card."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None):
+        if message:
+            self.message = message
+        if code:
+            self.code = code
+        super().__init__(self.message)
+
+
+class RegistrationRefused(CardsError):
+    code = "registration_refused"
+    message = "Your card could not be saved. Please check the details or use another card."
+
+
+class ProviderUnavailable(CardsError):
+    code = "provider_unavailable"
+    message = "We could not reach our payment provider. Nothing was saved; please try again."
+
+
+class InvitationInvalid(CardsError):
+    code = "invitation_invalid"
+    message = "This link is not valid. Please use the link from your email exactly as sent."
+
+
+class InvitationExpired(CardsError):
+    code = "invitation_expired"
+    message = "This link has expired. Please ask us to send you a new one."
+
+
+class InvitationUsed(CardsError):
+    code = "invitation_used"
+    message = "This link has already been used to register a card. Each link works once."

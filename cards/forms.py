@@ -1,0 +1,59 @@
+from crispy_forms.helper import FormHelper
+from crispy_forms.layout import HTML, Field, Layout, Submit
+from django import forms
+from django.core.validators import RegexValidator
+
+setup_intent_id = RegexValidator(r"^seti_[A-Za-z0-9_]{1,250}$", "Not a card setup reference.")
+
+CARD_FIELD = HTML(
+    '<div class="mb-3"><label class="form-label" for="card-element">Card</label>'
+    '<div id="card-element" class="card-element"></div>'
+    '<div id="card-errors" class="card-errors" role="alert" aria-live="polite"></div></div>'
+)
+
+
+class _RegistrationForm(forms.Form):
+    # Filled by the page's script with the id of the SetupIntent the browser confirmed.
+    setup_intent = forms.CharField(
+        widget=forms.HiddenInput, required=False, validators=[setup_intent_id]
+    )
+
+    def clean_setup_intent(self):
+        value = self.cleaned_data["setup_intent"]
+        if not value:
+            raise forms.ValidationError(
+                "Your card was not confirmed. Enter it in the card field and press "
+                "“Save card” (the page needs JavaScript)."
+            )
+        return value
+
+
+class CardRegistrationForm(_RegistrationForm):
+    """The public page: who the customer is. The card itself lives only in the provider's field."""
+
+    name = forms.CharField(max_length=200, label="Name on the account")
+    email = forms.EmailField(label="Email")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_id = "registration-form"
+        self.helper.layout = Layout(
+            Field("name", autocomplete="name"),
+            Field("email", autocomplete="email"),
+            CARD_FIELD,
+            "setup_intent",
+            Submit("save", "Save card", css_id="save-card"),
+        )
+
+
+class InvitationRegistrationForm(_RegistrationForm):
+    """An invitation's page: the customer is known, only the card is asked for."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.helper = FormHelper()
+        self.helper.form_id = "registration-form"
+        self.helper.layout = Layout(
+            CARD_FIELD, "setup_intent", Submit("save", "Save card", css_id="save-card")
+        )

@@ -1,0 +1,206 @@
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from spaces.models import Space
+
+# Provider brand codes -> the names seed 003's lookup key uses.
+BRAND_NAMES = {
+    "visa": "Visa",
+    "mastercard": "Mastercard",
+    "amex": "American Express",
+    "american_express": "American Express",
+    "discover": "Discover",
+    "diners": "Diners Club",
+    "jcb": "JCB",
+    "unionpay": "UnionPay",
+    "cartes_bancaires": "Cartes Bancaires",
+    "eftpos_au": "eftpos Australia",
+    "interac": "Interac",
+    "link": "Link",
+}
+
+
+def normalise_brand(code: str) -> str:
+    """'visa' -> 'Visa', 'amex' -> 'American Express'; unknown codes are title-cased."""
+    code = (code or "").strip()
+    return BRAND_NAMES.get(code.lower().replace(" ", "_"), code.replace("_", " ").title())
+
+
+class Customer(models.Model):
+    """Someone whose card is kept on file. We keep contact data and the provider's id only."""
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="customers")
+    name = models.CharField(max_length=200)
+    email = models.EmailField()
+    preferred_language = models.CharField(
+        max_length=8, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
+    )
+    external_number = models.CharField(
+        "external customer number",
+        max_length=40,
+        blank=True,
+        help_text="The customer's id in the ERP or shop, e.g. 0283759.",
+    )
+    provider_customer_id = models.CharField(
+        "provider customer id", max_length=255, blank=True, null=True, unique=True, editable=False
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["space", "external_number"],
+                condition=~Q(external_number=""),
+                name="uniq_customer_external_number_per_space",
+            ),
+        ]
+        indexes = [models.Index(fields=["space", "email"])]
+
+    def __str__(self):
+        return f"{self.name} <{self.email}>"
+
+    @property
+    def customer_number(self) -> str:
+        """CUSTOMER_ID of the lookup key: the external number, else our own id."""
+        return self.external_number or str(self.pk)
+
+
+class PaymentCard(models.Model):
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        EXPIRED = "expired", "Expired"
+        DETACHED = "detached", "Detached"
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="payment_cards")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="cards")
+    provider_payment_method_id = models.CharField(max_length=255, unique=True, editable=False)
+    brand = models.CharField(max_length=40)
+    last4 = models.CharField("last 4", max_length=4)
+    exp_month = models.PositiveSmallIntegerField()
+    exp_year = models.PositiveSmallIntegerField()
+    fingerprint = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["customer"],
+                condition=Q(is_default=True),
+                name="one_default_card_per_customer",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.brand} •••• {self.last4} ({self.expiry})"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.exp_month:02d}/{self.exp_year % 100:02d}"
+
+    @property
+    def lookup_key(self) -> str:
+        """Seed 003's `[CUSTOMER_ID]-[BRAND]-[LAST_FOUR]-[EXP_DATE]`.
+
+        E.g. 0283759-Mastercard-4242-06/25.
+        """
+        return f"{self.customer.customer_number}-{self.brand}-{self.last4}-{self.expiry}"
+
+
+class CardInvitation(models.Model):
+    """A signed, expiring, single-use link that lets one known customer register a card."""
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_invitations")
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="invitations")
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Invitation for {self.customer}"
+
+
+class CardRegistration(models.Model):
+    """One completed "token -> customer" step, keyed by the provider's SetupIntent.
+
+    The unique setup_intent_id is what makes a resubmitted page or a retried step reuse the
+    first result instead of creating a second provider customer or card.
+    """
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_registrations")
+    setup_intent_id = models.CharField(max_length=255, unique=True)
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="registrations")
+    # Empty only inside the registering transaction: the row is inserted first so that a
+    # concurrent duplicate submission waits on its unique setup_intent_id (see services).
+    card = models.ForeignKey(
+        PaymentCard, null=True, on_delete=models.PROTECT, related_name="registrations"
+    )
+    invitation = models.OneToOneField(
+        CardInvitation, null=True, blank=True, on_delete=models.PROTECT, related_name="registration"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Registration {self.setup_intent_id}"
+
+
+class CardEvent(models.Model):
+    """Audit trail of who changed which card is charged, and the outbox for "card registered".
+
+    Written in the same transaction as the change; card_registered events are dispatched on
+    commit (and re-dispatched by a beat sweeper if that message was lost).
+    """
+
+    class Kind(models.TextChoices):
+        CARD_REGISTERED = "card_registered", "Card registered"
+        INVITATION_SENT = "invitation_sent", "Registration link sent"
+        CARD_EXPIRED = "card_expired", "Card expired"
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="events")
+    card = models.ForeignKey(
+        PaymentCard, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
+    acting_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Empty when the customer acted on a hosted page or the system did.",
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(kind="card_registered", dispatched_at__isnull=True),
+                name="card_event_undispatched",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} – {self.customer}"

@@ -1,0 +1,370 @@
+"""Card registration: the hosted page's "token -> customer" step, invitations, card events."""
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMultiAlternatives
+from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
+from django.utils.http import urlsafe_base64_encode
+
+from payments import gateway
+from spaces.models import Space
+
+from .exceptions import (
+    InvitationExpired,
+    InvitationInvalid,
+    InvitationUsed,
+    ProviderUnavailable,
+    RegistrationRefused,
+)
+from .models import (
+    CardEvent,
+    CardInvitation,
+    CardRegistration,
+    Customer,
+    PaymentCard,
+    normalise_brand,
+)
+from .signals import card_registered
+from .tokens import invitation_token_generator
+
+logger = logging.getLogger(__name__)
+
+INVITATION_VALID_FOR = timedelta(days=7)
+
+
+# --- The hosted page --------------------------------------------------------------------------
+
+
+def registration_setup_intent_start(
+    *, space: Space, invitation: CardInvitation | None = None
+) -> gateway.SetupIntent:
+    """Ask the provider for a SetupIntent the browser confirms with the card (off-session use).
+
+    The space (and invitation) are written into its metadata so a confirmed SetupIntent can
+    only complete a registration on the page it was made for.
+    """
+    metadata = {"space": str(space.pk)}
+    if invitation is not None:
+        metadata["invitation"] = str(invitation.public_id)
+    try:
+        return gateway.setup_intent_create(metadata=metadata)
+    except gateway.ProviderError as exc:
+        logger.warning("setup intent create failed: %s", exc.__class__.__name__)
+        raise ProviderUnavailable() from exc
+
+
+def card_registration_complete(
+    *,
+    space: Space,
+    setup_intent_id: str,
+    name: str = "",
+    email: str = "",
+    language: str = "",
+    invitation: CardInvitation | None = None,
+) -> CardRegistration:
+    """The automatic step "token -> customer".
+
+    From a SetupIntent the customer's browser confirmed, create (or reuse) the provider
+    customer, attach the card as its default, and keep only brand, last 4, expiry and
+    fingerprint. Exactly once per SetupIntent: a resubmitted page or a retried step returns
+    the first registration and never makes a second provider customer or card.
+    """
+    existing = _registration_for(setup_intent_id, space)
+    if existing is not None:
+        return existing
+
+    intent = _verified_setup_intent(setup_intent_id, space=space, invitation=invitation)
+    try:
+        return _register(
+            space=space,
+            intent=intent,
+            name=name,
+            email=email,
+            language=language,
+            invitation=invitation,
+        )
+    except IntegrityError:
+        # A concurrent submission of the same SetupIntent committed first: use its result.
+        existing = _registration_for(setup_intent_id, space)
+        if existing is None:
+            raise
+        return existing
+
+
+def _registration_for(setup_intent_id: str, space: Space) -> CardRegistration | None:
+    registration = (
+        CardRegistration.objects.select_related("customer", "card")
+        .filter(setup_intent_id=setup_intent_id)
+        .first()
+    )
+    if registration is not None and registration.space_id != space.pk:
+        raise RegistrationRefused(code="setup_intent_other_space")
+    return registration
+
+
+def _verified_setup_intent(setup_intent_id, *, space, invitation) -> gateway.SetupIntent:
+    try:
+        intent = gateway.setup_intent_retrieve(setup_intent_id)
+    except gateway.InvalidRequestError as exc:
+        raise RegistrationRefused(code="setup_intent_unknown") from exc
+    except gateway.ProviderError as exc:
+        raise ProviderUnavailable() from exc
+    expected_invitation = str(invitation.public_id) if invitation else None
+    if (
+        intent.metadata.get("space") != str(space.pk)
+        or intent.metadata.get("invitation") != expected_invitation
+    ):
+        raise RegistrationRefused(code="setup_intent_foreign")
+    if intent.status != "succeeded" or not intent.payment_method_id:
+        raise RegistrationRefused(code=f"setup_intent_{intent.status}")
+    return intent
+
+
+def _register(*, space, intent, name, email, language, invitation) -> CardRegistration:
+    # One transaction around the provider calls. This is not money: holding the lock for the
+    # few calls serialises duplicate submissions (they wait on the unique setup_intent_id
+    # inserted first) and a failure rolls back everything we stored. Provider objects left by a
+    # crash are found again by their metadata marker before anything is created twice.
+    with transaction.atomic():
+        if invitation is not None:
+            invitation = CardInvitation.objects.select_for_update().get(pk=invitation.pk)
+            if invitation.used_at is not None:
+                raise InvitationUsed()
+            customer = Customer.objects.select_for_update().get(pk=invitation.customer_id)
+        else:
+            customer = Customer.objects.create(
+                space=space,
+                name=name,
+                email=email,
+                preferred_language=_language(language),
+            )
+        registration = CardRegistration.objects.create(
+            space=space, setup_intent_id=intent.id, customer=customer, invitation=invitation
+        )
+
+        try:
+            if not customer.provider_customer_id:
+                customer.provider_customer_id = _provider_customer(customer, intent.id)
+                customer.save(update_fields=["provider_customer_id", "updated_at"])
+            details = gateway.payment_method_retrieve(intent.payment_method_id)
+            if details.customer_id not in (None, customer.provider_customer_id):
+                raise RegistrationRefused(code="payment_method_other_customer")
+            if details.customer_id is None:
+                gateway.payment_method_attach(
+                    payment_method_id=details.payment_method_id,
+                    customer_id=customer.provider_customer_id,
+                )
+            gateway.customer_set_default_payment_method(
+                customer_id=customer.provider_customer_id,
+                payment_method_id=details.payment_method_id,
+            )
+        except gateway.CardError as exc:
+            raise RegistrationRefused(exc.user_message or None, code="card_declined") from exc
+        except gateway.ProviderError as exc:
+            logger.warning(
+                "card registration %s failed at the provider: %s",
+                intent.id,
+                exc.__class__.__name__,
+            )
+            raise ProviderUnavailable() from exc
+
+        PaymentCard.objects.filter(customer=customer, is_default=True).update(is_default=False)
+        card = PaymentCard.objects.create(
+            space=space,
+            customer=customer,
+            provider_payment_method_id=details.payment_method_id,
+            brand=normalise_brand(details.brand),
+            last4=details.last4,
+            exp_month=details.exp_month,
+            exp_year=details.exp_year,
+            fingerprint=details.fingerprint,
+            is_default=True,
+        )
+        registration.card = card
+        registration.save(update_fields=["card"])
+        if invitation is not None:
+            invitation.used_at = timezone.now()
+            invitation.save(update_fields=["used_at"])
+        event = CardEvent.objects.create(
+            space=space,
+            kind=CardEvent.Kind.CARD_REGISTERED,
+            customer=customer,
+            card=card,
+            detail={
+                "registration": str(registration.public_id),
+                "via": "invitation" if invitation else "public page",
+                "lookup_key": card.lookup_key,
+            },
+        )
+        transaction.on_commit(lambda: _dispatch_later(event.pk))
+    return registration
+
+
+def _provider_customer(customer: Customer, setup_intent_id: str) -> str:
+    marker = {"backoffice_setup_intent": setup_intent_id}
+    found = gateway.customer_find(
+        email=customer.email,
+        metadata_key="backoffice_setup_intent",
+        metadata_value=setup_intent_id,
+    )
+    if found:
+        return found
+    return gateway.customer_create(
+        name=customer.name,
+        email=customer.email,
+        locale=customer.preferred_language,
+        metadata={**marker, "backoffice_space": str(customer.space_id)},
+        idempotency_key=f"card-registration-{setup_intent_id}-customer",
+    )
+
+
+def _language(code: str) -> str:
+    known = {lang for lang, _ in settings.LANGUAGES}
+    code = (code or "").split("-")[0].lower()
+    return code if code in known else settings.LANGUAGE_CODE
+
+
+def _dispatch_later(event_id: int) -> None:
+    from .tasks import card_event_dispatch
+
+    card_event_dispatch.delay(event_id)
+
+
+# --- Card events ------------------------------------------------------------------------------
+
+
+def card_event_dispatch(*, event_id: int) -> bool:
+    """Hand a "card registered" event to its receivers once. True if this call dispatched it."""
+    with transaction.atomic():
+        event = (
+            CardEvent.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("customer", "card", "space")
+            .filter(pk=event_id, kind=CardEvent.Kind.CARD_REGISTERED, dispatched_at__isnull=True)
+            .first()
+        )
+        if event is None:
+            return False
+        card_registered.send(sender=CardEvent, event=event)
+        event.dispatched_at = timezone.now()
+        event.save(update_fields=["dispatched_at"])
+    return True
+
+
+def card_events_redispatch(*, older_than: timedelta = timedelta(minutes=2)) -> int:
+    """Re-send dispatch messages a lost broker message left behind; returns how many."""
+    cutoff = timezone.now() - older_than
+    ids = list(
+        CardEvent.objects.filter(
+            kind=CardEvent.Kind.CARD_REGISTERED, dispatched_at__isnull=True, created_at__lt=cutoff
+        ).values_list("pk", flat=True)[:500]
+    )
+    for event_id in ids:
+        _dispatch_later(event_id)
+    return len(ids)
+
+
+def payment_cards_expire(*, today=None) -> int:
+    """Mark active cards whose expiry month has passed as expired, with an event each."""
+    today = today or timezone.localdate()
+    expired = 0
+    candidates = PaymentCard.objects.filter(
+        status=PaymentCard.Status.ACTIVE, exp_year__lte=today.year
+    ).select_related("customer")
+    for card in candidates.iterator():
+        if (card.exp_year, card.exp_month) >= (today.year, today.month):
+            continue
+        with transaction.atomic():
+            updated = PaymentCard.objects.filter(
+                pk=card.pk, status=PaymentCard.Status.ACTIVE
+            ).update(status=PaymentCard.Status.EXPIRED)
+            if updated:
+                CardEvent.objects.create(
+                    space_id=card.space_id,
+                    kind=CardEvent.Kind.CARD_EXPIRED,
+                    customer_id=card.customer_id,
+                    card=card,
+                    detail={"expiry": card.expiry},
+                )
+                expired += 1
+    return expired
+
+
+# --- Invitations ------------------------------------------------------------------------------
+
+
+def card_invitation_send(*, customer: Customer, acting_user) -> CardInvitation:
+    """Create a single-use, expiring registration link for a known customer and email it."""
+    with transaction.atomic():
+        invitation = CardInvitation.objects.create(
+            space_id=customer.space_id,
+            customer=customer,
+            created_by=acting_user,
+            expires_at=timezone.now() + INVITATION_VALID_FOR,
+        )
+        CardEvent.objects.create(
+            space_id=customer.space_id,
+            kind=CardEvent.Kind.INVITATION_SENT,
+            customer=customer,
+            acting_user=acting_user,
+            detail={"invitation": str(invitation.public_id), "to": customer.email},
+        )
+        transaction.on_commit(lambda: _email_later(invitation.pk))
+    return invitation
+
+
+def _email_later(invitation_id: int) -> None:
+    from .tasks import card_invitation_email
+
+    card_invitation_email.delay(invitation_id)
+
+
+def card_invitation_url(invitation: CardInvitation) -> str:
+    path = reverse(
+        "cards:invitation",
+        kwargs={
+            "invitation_ref": urlsafe_base64_encode(invitation.public_id.bytes),
+            "token": invitation_token_generator.make_token(invitation),
+        },
+    )
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+
+
+def card_invitation_email_send(*, invitation_id: int) -> None:
+    invitation = CardInvitation.objects.select_related("customer", "space").get(pk=invitation_id)
+    if invitation.used_at is not None or invitation.expires_at <= timezone.now():
+        return
+    customer = invitation.customer
+    context = {
+        "customer": customer,
+        "space": invitation.space,
+        "url": card_invitation_url(invitation),
+        "expires_at": invitation.expires_at,
+    }
+    with translation.override(customer.preferred_language):
+        subject = render_to_string("cards/emails/invitation_subject.txt", context).strip()
+        text = render_to_string("cards/emails/invitation.txt", context)
+        html = render_to_string("cards/emails/invitation.html", context)
+    message = EmailMultiAlternatives(subject, text, to=[customer.email])
+    message.attach_alternative(html, "text/html")
+    message.send()
+
+
+def card_invitation_check(*, public_id, token: str) -> CardInvitation:
+    """The invitation a link points to, or a clear reason why the link does not work."""
+    invitation = (
+        CardInvitation.objects.select_related("customer", "space")
+        .filter(public_id=public_id)
+        .first()
+    )
+    if invitation is None or not invitation_token_generator.check_token(invitation, token):
+        raise InvitationInvalid()
+    if invitation.used_at is not None:
+        raise InvitationUsed()
+    if invitation.expires_at <= timezone.now():
+        raise InvitationExpired()
+    return invitation

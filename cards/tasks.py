@@ -1,0 +1,28 @@
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(name="cards.card_event_dispatch")
+def card_event_dispatch(event_id: int) -> bool:
+    return services.card_event_dispatch(event_id=event_id)
+
+
+@shared_task(name="cards.card_events_redispatch")
+def card_events_redispatch() -> int:
+    return services.card_events_redispatch()
+
+
+@shared_task(name="cards.payment_cards_expire")
+def payment_cards_expire() -> int:
+    return services.payment_cards_expire()
+
+
+@shared_task(
+    name="cards.card_invitation_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def card_invitation_email(invitation_id: int) -> None:
+    services.card_invitation_email_send(invitation_id=invitation_id)

@@ -1,0 +1,147 @@
+"""Hosted pages: customers register a card. The card goes only to the provider's field."""
+
+import uuid
+
+from django.conf import settings
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlsafe_base64_decode
+from django.utils.translation import get_language_from_request
+from django.views.decorators.http import require_http_methods, require_POST
+
+from spaces.models import Space
+
+from . import selectors, services
+from .exceptions import CardsError
+from .forms import CardRegistrationForm, InvitationRegistrationForm
+from .ratelimit import registration_rate_limited
+from .security import hosted_page
+
+
+def _public_space(space_slug: str) -> Space:
+    return get_object_or_404(Space, slug=space_slug, public_card_registration=True)
+
+
+def _invitation(invitation_ref: str, token: str):
+    try:
+        public_id = uuid.UUID(bytes=urlsafe_base64_decode(invitation_ref))
+    except (ValueError, TypeError):
+        public_id = None
+    return services.card_invitation_check(public_id=public_id, token=token)
+
+
+def _link_problem(request, error: CardsError):
+    status = 404 if error.code == "invitation_invalid" else 410
+    return render(request, "cards/link_problem.html", {"message": error.message}, status=status)
+
+
+def _page(request, *, form, space, invitation=None, error=None, intent_url):
+    context = {
+        "form": form,
+        "space": space,
+        "invitation": invitation,
+        "error": error,
+        "intent_url": intent_url,
+        "stripe_js_url": settings.STRIPE_JS_URL,
+        "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+    }
+    return render(request, "cards/register.html", context, status=400 if error else 200)
+
+
+def _complete(request, *, form, space, invitation=None, intent_url):
+    if not form.is_valid():
+        return _page(request, form=form, space=space, invitation=invitation, intent_url=intent_url)
+    try:
+        registration = services.card_registration_complete(
+            space=space,
+            setup_intent_id=form.cleaned_data["setup_intent"],
+            name=form.cleaned_data.get("name", ""),
+            email=form.cleaned_data.get("email", ""),
+            language=get_language_from_request(request),
+            invitation=invitation,
+        )
+    except CardsError as error:
+        form = form.__class__(
+            initial={k: v for k, v in form.cleaned_data.items() if k != "setup_intent"}
+        )
+        return _page(
+            request,
+            form=form,
+            space=space,
+            invitation=invitation,
+            error=error.message,
+            intent_url=intent_url,
+        )
+    return redirect("cards:done", registration_ref=registration.public_id)
+
+
+@hosted_page
+@registration_rate_limited
+@require_http_methods(["GET", "POST"])
+def register(request, space_slug):
+    space = _public_space(space_slug)
+    intent_url = reverse("cards:setup_intent", kwargs={"space_slug": space.slug})
+    if request.method == "POST":
+        form = CardRegistrationForm(request.POST)
+        return _complete(request, form=form, space=space, intent_url=intent_url)
+    return _page(request, form=CardRegistrationForm(), space=space, intent_url=intent_url)
+
+
+@hosted_page
+@registration_rate_limited
+@require_http_methods(["GET", "POST"])
+def invitation(request, invitation_ref, token):
+    try:
+        invite = _invitation(invitation_ref, token)
+    except CardsError as error:
+        return _link_problem(request, error)
+    intent_url = reverse(
+        "cards:invitation_setup_intent",
+        kwargs={"invitation_ref": invitation_ref, "token": token},
+    )
+    if request.method == "POST":
+        form = InvitationRegistrationForm(request.POST)
+        return _complete(
+            request, form=form, space=invite.space, invitation=invite, intent_url=intent_url
+        )
+    return _page(
+        request,
+        form=InvitationRegistrationForm(),
+        space=invite.space,
+        invitation=invite,
+        intent_url=intent_url,
+    )
+
+
+@registration_rate_limited
+@require_POST
+def setup_intent(request, space_slug):
+    space = _public_space(space_slug)
+    return _setup_intent_response(space=space)
+
+
+@registration_rate_limited
+@require_POST
+def invitation_setup_intent(request, invitation_ref, token):
+    try:
+        invite = _invitation(invitation_ref, token)
+    except CardsError as error:
+        return JsonResponse({"error": error.message, "code": error.code}, status=410)
+    return _setup_intent_response(space=invite.space, invitation=invite)
+
+
+def _setup_intent_response(*, space, invitation=None):
+    try:
+        intent = services.registration_setup_intent_start(space=space, invitation=invitation)
+    except CardsError as error:
+        return JsonResponse({"error": error.message, "code": error.code}, status=503)
+    return JsonResponse({"client_secret": intent.client_secret})
+
+
+@hosted_page
+def done(request, registration_ref):
+    registration = selectors.card_registration_get(public_id=registration_ref)
+    if registration is None:
+        raise Http404("No such registration.")
+    return render(request, "cards/done.html", {"registration": registration})
