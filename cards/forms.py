@@ -1,9 +1,10 @@
+import re
+
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import HTML, Field, Layout, Submit
 from django import forms
-from django.core.validators import RegexValidator
 
-setup_intent_id = RegexValidator(r"^seti_[A-Za-z0-9_]{1,250}$", "Not a card setup reference.")
+SETUP_INTENT_ID = re.compile(r"^seti_[A-Za-z0-9_]{1,250}$")
 
 CARD_FIELD = HTML(
     '<div class="mb-3"><label class="form-label" for="card-element">Card</label>'
@@ -13,19 +14,22 @@ CARD_FIELD = HTML(
 
 
 class _RegistrationForm(forms.Form):
-    # Filled by the page's script with the id of the SetupIntent the browser confirmed.
-    setup_intent = forms.CharField(
-        widget=forms.HiddenInput, required=False, validators=[setup_intent_id]
-    )
+    # Filled by the page's script with the id of the SetupIntent the browser confirmed. Its
+    # errors are form-level: a hidden field's own errors would not be shown to the customer.
+    setup_intent = forms.CharField(widget=forms.HiddenInput, required=False, max_length=255)
 
-    def clean_setup_intent(self):
-        value = self.cleaned_data["setup_intent"]
+    def clean(self):
+        cleaned = super().clean()
+        value = cleaned.get("setup_intent") or ""
         if not value:
-            raise forms.ValidationError(
+            self.add_error(
+                None,
                 "Your card was not confirmed. Enter it in the card field and press "
-                "“Save card” (the page needs JavaScript)."
+                "“Save card” (the page needs JavaScript).",
             )
-        return value
+        elif not SETUP_INTENT_ID.match(value):
+            self.add_error(None, "Not a card setup reference. Please enter your card again.")
+        return cleaned
 
 
 class CardRegistrationForm(_RegistrationForm):

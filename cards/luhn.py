@@ -1,10 +1,14 @@
 """Spotting card numbers in text: a Luhn-valid run of 13 to 19 digits, alone or grouped by
-single spaces or dashes (4242 4242 4242 4242, 4242-4242-4242-4242)."""
+single spaces or dashes (4242 4242 4242 4242, 4242-4242-4242-4242).
+
+Runs starting with 0 are skipped: no payment card number starts with 0 (ISO/IEC 7812), while
+zero-filled references (an all-zero UUID is "Luhn-valid") are common.
+"""
 
 import re
 
 # A run of digits with optional single space/dash separators, not touching other digits.
-_CANDIDATE = re.compile(r"(?<![\d])\d(?:[ -]?\d){12,18}(?![\d])")
+_CANDIDATE = re.compile(r"(?<![\d])[1-9](?:[ -]?\d){12,18}(?![\d])")
 
 
 def luhn_valid(digits: str) -> bool:

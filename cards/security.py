@@ -36,7 +36,9 @@ def hosted_page(view):
     def wrapped(request, *args, **kwargs):
         response = view(request, *args, **kwargs)
         response["Content-Security-Policy"] = content_security_policy()
-        response["Referrer-Policy"] = "no-referrer"
+        # same-origin: Django's CSRF check needs our own Origin; other sites (the provider)
+        # never see the page URL, which for invitations carries the token.
+        response["Referrer-Policy"] = "same-origin"
         response["X-Content-Type-Options"] = "nosniff"
         response["Cache-Control"] = "no-store"
         response["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"

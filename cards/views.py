@@ -46,7 +46,8 @@ def _page(request, *, form, space, invitation=None, error=None, intent_url):
         "stripe_js_url": settings.STRIPE_JS_URL,
         "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
     }
-    return render(request, "cards/register.html", context, status=400 if error else 200)
+    status = 400 if error or form.errors else 200
+    return render(request, "cards/register.html", context, status=status)
 
 
 def _complete(request, *, form, space, invitation=None, intent_url):
