@@ -124,6 +124,7 @@ def main() -> None:
     print(
         "\n"
         f"  Back office:  http://127.0.0.1:{WEB_PORT}/admin/\n"
+        f"  Card page:    http://127.0.0.1:{WEB_PORT}/register/demo/\n"
         f"  Health:       http://127.0.0.1:{WEB_PORT}/healthz\n"
         f"  localstripe:  http://127.0.0.1:{LOCALSTRIPE_PORT}\n"
         f"  Demo logins are listed above (also in {VAR / 'demo-credentials.json'}).\n"

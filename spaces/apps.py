@@ -9,6 +9,6 @@ class SpacesConfig(AppConfig):
     def ready(self):
         from .roles import sync_roles_after_migrate
 
-        # Roles follow the code: after every migrate the groups get exactly the permissions
-        # declared in roles.py, including those of models added by later migrations.
+        # Roles follow the code: after every migrate (and test flush) the groups get exactly
+        # the permissions declared in roles.py, including those of models added later.
         post_migrate.connect(sync_roles_after_migrate, dispatch_uid="spaces.sync_roles")

@@ -7,6 +7,7 @@
 Later apps add their model permissions to ROLE_PERMISSIONS; sync_roles() makes the groups match.
 """
 
+from django.apps import apps
 from django.contrib.auth.models import Group, Permission
 
 CLERK = "clerk"
@@ -61,8 +62,9 @@ def sync_roles() -> None:
         group.permissions.set(_permissions(ROLE_PERMISSIONS[role]))
 
 
-def sync_roles_after_migrate(sender, using="default", **kwargs):
-    # post_migrate fires once per app; sync when ours has run (permissions exist by then
-    # because django.contrib.auth's own handler is connected first).
-    if sender.name == "spaces":
+def sync_roles_after_migrate(sender, **kwargs):
+    # post_migrate is sent once per app with models, in INSTALLED_APPS order, each time after
+    # that app's permissions were created. Sync after the last one, when all of them exist.
+    with_models = [config for config in apps.get_app_configs() if config.models_module]
+    if sender is with_models[-1]:
         sync_roles()
