@@ -96,3 +96,32 @@ def test_a_declined_card_shows_a_clear_message_and_stores_nothing(live_server, p
     assert not CardEvent.objects.exists()
     assert _provider_state(localstripe, "dee@example.test") == ([], [])
     assert card_numbers_in_database() == []
+
+
+def test_invited_customer_registers_a_card_once_through_the_emailed_link(
+    live_server, page, localstripe, settings
+):
+    from cards import services
+    from tests.factories import CustomerFactory
+
+    settings.PUBLIC_BASE_URL = live_server.url
+    customer = CustomerFactory(name="Ivy Invited", external_number="0283759")
+    invitation = services.card_invitation_send(customer=customer, acting_user=None)
+    link = services.card_invitation_url(invitation)
+
+    page.goto(link)
+    expect(page.locator("main")).to_contain_text("Ivy Invited")
+    _fill_card(page, "5555555555554444")
+    page.click("#save-card")
+
+    expect(page.locator("#card-summary")).to_contain_text("ending in 4444")
+    card = PaymentCard.objects.get()
+    assert card.customer == customer and card.last4 == "4444"
+    # localstripe reports every card as a Visa; real Stripe would say Mastercard here.
+    assert card.lookup_key == "0283759-Visa-4444-06/34"
+    customer.refresh_from_db()
+    assert customer.provider_customer_id and customer.invitations.get().used_at is not None
+
+    page.goto(link)
+    expect(page.locator("#link-problem")).to_contain_text("already been used")
+    assert card_numbers_in_database() == []
