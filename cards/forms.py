@@ -41,7 +41,8 @@ class CardRegistrationForm(_RegistrationForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
-        self.helper.form_id = "registration-form"
+        self.helper.form_tag = False  # the page writes the <form> and its CSRF token
+        self.helper.disable_csrf = True
         self.helper.layout = Layout(
             Field("name", autocomplete="name"),
             Field("email", autocomplete="email"),
@@ -57,7 +58,8 @@ class InvitationRegistrationForm(_RegistrationForm):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.helper = FormHelper()
-        self.helper.form_id = "registration-form"
+        self.helper.form_tag = False
+        self.helper.disable_csrf = True
         self.helper.layout = Layout(
             CARD_FIELD, "setup_intent", Submit("save", "Save card", css_id="save-card")
         )

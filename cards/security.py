@@ -1,6 +1,6 @@
 """Headers for the hosted pages customers see."""
 
-from functools import wraps
+from functools import lru_cache, wraps
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -13,8 +13,13 @@ def _origin(url: str) -> str:
 
 def content_security_policy() -> str:
     """Scripts and frames only from our origin and Stripe.js's; API calls also to the provider."""
-    stripe_js = _origin(settings.STRIPE_JS_URL)
-    stripe_api = _origin(settings.STRIPE_API_BASE)
+    return _policy(settings.STRIPE_JS_URL, settings.STRIPE_API_BASE)
+
+
+@lru_cache(maxsize=4)
+def _policy(stripe_js_url: str, stripe_api_base: str) -> str:
+    stripe_js = _origin(stripe_js_url)
+    stripe_api = _origin(stripe_api_base)
     return "; ".join(
         [
             "default-src 'self'",

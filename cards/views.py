@@ -1,10 +1,14 @@
 """Hosted pages: customers register a card. The card goes only to the provider's field."""
 
+import hashlib
 import uuid
 
 from django.conf import settings
-from django.http import Http404, JsonResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.core.cache import caches
+from django.http import Http404, HttpResponse, JsonResponse
+from django.middleware.csrf import get_token
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import get_language_from_request
@@ -20,7 +24,10 @@ from .security import hosted_page
 
 
 def _public_space(space_slug: str) -> Space:
-    return get_object_or_404(Space, slug=space_slug, public_card_registration=True)
+    space = selectors.public_space_get(slug=space_slug)
+    if space is None:
+        raise Http404("No such registration page.")
+    return space
 
 
 def _invitation(invitation_ref: str, token: str):
@@ -48,6 +55,36 @@ def _page(request, *, form, space, invitation=None, error=None, intent_url):
     }
     status = 400 if error or form.errors else 200
     return render(request, "cards/register.html", context, status=status)
+
+
+CSRF_PLACEHOLDER = "csrf-token-placeholder-0f3a9c"
+
+
+def _intent_url(space) -> str:
+    return reverse("cards:setup_intent", kwargs={"space_slug": space.slug})
+
+
+def _public_page(request, *, space):
+    """The empty public page is the same for every visitor but for the CSRF token: render it
+    once per process and space (as long as the space itself is cached), then put each
+    visitor's token in. It is the hottest page a stranger can load."""
+    cache = caches["fragments"]
+    key = f"public-page:{space.pk}:{hashlib.sha256(space.name.encode()).hexdigest()[:16]}"
+    html = cache.get(key)
+    if html is None:
+        html = render_to_string(
+            "cards/register.html",
+            {
+                "form": CardRegistrationForm(),
+                "space": space,
+                "intent_url": _intent_url(space),
+                "stripe_js_url": settings.STRIPE_JS_URL,
+                "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+                "csrf_token": CSRF_PLACEHOLDER,
+            },
+        )
+        cache.set(key, html, selectors.PUBLIC_SPACE_TTL)
+    return HttpResponse(html.replace(CSRF_PLACEHOLDER, get_token(request)))
 
 
 def _complete(request, *, form, space, invitation=None, intent_url):
@@ -82,11 +119,10 @@ def _complete(request, *, form, space, invitation=None, intent_url):
 @require_http_methods(["GET", "POST"])
 def register(request, space_slug):
     space = _public_space(space_slug)
-    intent_url = reverse("cards:setup_intent", kwargs={"space_slug": space.slug})
     if request.method == "POST":
         form = CardRegistrationForm(request.POST)
-        return _complete(request, form=form, space=space, intent_url=intent_url)
-    return _page(request, form=CardRegistrationForm(), space=space, intent_url=intent_url)
+        return _complete(request, form=form, space=space, intent_url=_intent_url(space))
+    return _public_page(request, space=space)
 
 
 @hosted_page

@@ -133,10 +133,11 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture(autouse=True)
 def _clear_shared_cache():
-    """Rate-limit counters live in the shared (Redis) cache; each test starts from zero."""
-    from django.core.cache import cache
+    """Rate-limit counters (shared Redis cache) and cached pages start empty in each test."""
+    from django.core.cache import caches
 
-    cache.clear()
+    for cache in caches.all():
+        cache.clear()
 
 
 def confirm_setup_intent(server: LocalStripe, client_secret: str, number: str) -> dict:

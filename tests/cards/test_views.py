@@ -193,3 +193,13 @@ def test_tampered_expired_and_used_invitation_links_get_a_clear_page(client):
     assert expired.status_code == 410 and "expired" in expired.content.decode()
     intent = client.post(path.rstrip("/") + "/setup-intent/")
     assert intent.status_code == 410 and "error" in intent.json()
+
+
+def test_the_page_carries_exactly_one_csrf_token_and_each_visitor_gets_their_own(space):
+    from django.test import Client
+
+    pages = [Client().get(_page_url(space)).content.decode() for _ in range(2)]
+
+    tokens = [page.count('name="csrfmiddlewaretoken"') for page in pages]
+    assert tokens == [1, 1]
+    assert pages[0] != pages[1]  # the cached page gets each visitor's own masked token
