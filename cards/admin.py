@@ -67,8 +67,22 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("cards.add_cardinvitation")
 
 
+class _ReadOnlyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    """Rows that only services write: cards come from the provider through the hosted page,
+    invitations and events are an audit trail."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(PaymentCard)
-class PaymentCardAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class PaymentCardAdmin(_ReadOnlyAdmin):
     list_display = (
         "customer",
         "brand",
@@ -101,26 +115,6 @@ class PaymentCardAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "lookup_key",
         "created_at",
     )
-
-    def has_add_permission(self, request):
-        return False  # cards come only from the provider, through the hosted page
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-class _ReadOnlyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(CardInvitation)
