@@ -157,3 +157,123 @@ def customer_set_default_payment_method(*, customer_id: str, payment_method_id: 
     client().v1.customers.update(
         customer_id, params={"invoice_settings": {"default_payment_method": payment_method_id}}
     )
+
+
+# --- Charges ----------------------------------------------------------------------------------
+
+# Declines that will not succeed on a retry with the same card (Stripe's "do not retry" set).
+HARD_DECLINE_CODES = frozenset(
+    {
+        "card_not_supported",
+        "currency_not_supported",
+        "do_not_honor",
+        "do_not_try_again",
+        "expired_card",
+        "fraudulent",
+        "incorrect_number",
+        "invalid_account",
+        "invalid_number",
+        "lost_card",
+        "merchant_blacklist",
+        "new_account_information_available",
+        "pickup_card",
+        "restricted_card",
+        "revocation_of_all_authorizations",
+        "revocation_of_authorization",
+        "security_violation",
+        "service_not_allowed",
+        "stolen_card",
+        "stop_payment_order",
+        "transaction_not_allowed",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ChargeResult:
+    succeeded: bool
+    payment_intent_id: str
+    status: str
+    failure_code: str = ""
+    decline_code: str = ""
+    message: str = ""
+
+    @property
+    def hard_decline(self) -> bool:
+        return not self.succeeded and (
+            self.decline_code in HARD_DECLINE_CODES or self.failure_code in HARD_DECLINE_CODES
+        )
+
+
+def payment_intent_charge_off_session(
+    *,
+    customer_id: str,
+    payment_method_id: str,
+    amount_minor: int,
+    currency: str,
+    idempotency_key: str,
+    metadata: dict[str, str],
+) -> ChargeResult:
+    """Create and confirm a PaymentIntent off-session (the customer is not present).
+
+    A decline is a result, not an exception. Anything else raised (network, timeout, 5xx)
+    leaves the outcome unknown: the caller must reconcile before retrying.
+    """
+    try:
+        obj = client().v1.payment_intents.create(
+            params={
+                "amount": amount_minor,
+                "currency": currency.lower(),
+                "customer": customer_id,
+                "payment_method": payment_method_id,
+                "confirm": True,
+                "off_session": True,
+                "metadata": metadata,
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.CardError as exc:
+        error = exc.error
+        intent = getattr(error, "payment_intent", None) if error else None
+        return ChargeResult(
+            succeeded=False,
+            payment_intent_id=(intent.id if intent is not None else ""),
+            status="requires_payment_method",
+            failure_code=exc.code or "card_declined",
+            decline_code=(getattr(error, "decline_code", None) or "") if error else "",
+            message=exc.user_message or "The card was declined.",
+        )
+    return _charge_result(obj.to_dict())
+
+
+def _charge_result(obj: dict) -> ChargeResult:
+    status = obj["status"]
+    error = obj.get("last_payment_error") or {}
+    return ChargeResult(
+        succeeded=status == "succeeded",
+        payment_intent_id=obj["id"],
+        status=status,
+        failure_code=error.get("code") or ("" if status == "succeeded" else status),
+        decline_code=error.get("decline_code") or "",
+        message=error.get("message") or "",
+    )
+
+
+def payment_intent_find(*, customer_id: str, metadata_key: str, metadata_value: str):
+    """The outcome of an earlier charge we may have made, found by its metadata marker.
+
+    Looked up through the customer's charges (every confirmed PaymentIntent has one, declined
+    or not), which both Stripe and localstripe can list by customer. None if no charge exists,
+    i.e. no money can have moved.
+    """
+    charges = client().v1.charges.list(params={"customer": customer_id, "limit": 100})
+    seen = set()
+    for charge in charges.auto_paging_iter():
+        intent_id = charge.to_dict().get("payment_intent")
+        if not intent_id or intent_id in seen:
+            continue
+        seen.add(intent_id)
+        intent = client().v1.payment_intents.retrieve(intent_id).to_dict()
+        if (intent.get("metadata") or {}).get(metadata_key) == metadata_value:
+            return _charge_result(intent)
+    return None

@@ -15,6 +15,21 @@ class Space(models.Model):
         help_text="Anyone with the space's public link may register a card. Invitation links "
         "work either way.",
     )
+    max_charge_minor = models.BigIntegerField(
+        "maximum charge (minor units)",
+        default=1_000_000,
+        help_text="Largest amount one charge may have, in minor units of the charged currency "
+        "(1000000 = 10,000.00 EUR, or 1,000,000 JPY).",
+    )
+    webhook_url = models.URLField(
+        blank=True,
+        help_text="Receives signed JSON events when a charging issue succeeds or fails.",
+    )
+    webhook_secret = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="Shared secret for the webhook signature (HMAC-SHA256).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -22,18 +22,27 @@ _CARDS_READ = {
     "cards.view_cardevent",
 }
 
+_BILLING_READ = {"billing.view_chargeissue", "billing.view_chargeattempt"}
+
 ROLE_PERMISSIONS: dict[str, set[str]] = {
     CLERK: {
         "spaces.view_space",
         *_CARDS_READ,
+        *_BILLING_READ,
+        "billing.add_chargeissue",
+        "billing.enter_amount",
         "cards.add_customer",
         "cards.change_customer",
         "cards.add_cardinvitation",
     },
-    APPROVER: {"spaces.view_space", *_CARDS_READ},
+    APPROVER: {"spaces.view_space", *_CARDS_READ, *_BILLING_READ, "billing.approve_charge"},
     ADMIN: {
         "spaces.view_space",
         *_CARDS_READ,
+        *_BILLING_READ,
+        "billing.view_apikey",
+        "billing.add_apikey",
+        "billing.change_apikey",
         "cards.add_customer",
         "cards.change_customer",
         "cards.add_cardinvitation",

@@ -50,3 +50,17 @@ class CustomerFactory(factory.django.DjangoModelFactory):
     name = factory.Sequence(lambda n: f"Customer {n}")
     email = factory.Sequence(lambda n: f"customer{n}@example.test")
     external_number = ""
+
+
+class PaymentCardFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "cards.PaymentCard"
+
+    customer = factory.SubFactory(CustomerFactory)
+    space = factory.LazyAttribute(lambda card: card.customer.space)
+    provider_payment_method_id = factory.Sequence(lambda n: f"pm_fake{n}")
+    brand = "Visa"
+    last4 = "4242"
+    exp_month = 6
+    exp_year = 2034
+    is_default = True

@@ -146,6 +146,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cards.card_events_redispatch",
         "schedule": 60.0,
     },
+    "billing-charge-due-issues": {
+        "task": "billing.charge_issues_due_dispatch",
+        "schedule": 60.0,
+    },
+    "billing-reconcile-attempts": {
+        "task": "billing.charge_attempts_reconcile",
+        "schedule": 120.0,
+    },
     "cards-expire-cards": {
         "task": "cards.payment_cards_expire",
         "schedule": 6 * 60 * 60.0,

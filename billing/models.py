@@ -1,0 +1,222 @@
+import hashlib
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from cards.models import CardEvent, Customer, PaymentCard
+from spaces.models import Space
+
+from .money import format_money
+
+
+class ChargeIssue(models.Model):
+    """One charging case (seed 000's "Credit Card Charging"): entered, approved, charged once."""
+
+    class State(models.TextChoices):
+        AWAITING_AMOUNT = "awaiting_amount", "1. Awaiting charge amount entry"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        RETURNED = "returned", "Returned to the clerk"
+        APPROVED = "approved", "Approved, waiting for its charge date"
+        CHARGING = "charging", "Charging"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    class Source(models.TextChoices):
+        CARD_REGISTERED = "card_registered", "Card registration"
+        API = "api", "Another system (API)"
+        RESTART = "restart", "1r. restart from a past issue"
+        STAFF = "staff", "Staff"
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="charge_issues")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="charge_issues")
+    card = models.ForeignKey(PaymentCard, on_delete=models.PROTECT, related_name="charge_issues")
+    source = models.CharField(max_length=20, choices=Source.choices)
+    started_by_event = models.OneToOneField(
+        CardEvent,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="charge_issue",
+        help_text="The 'card registered' event that started this issue (at most one issue each).",
+    )
+    restarted_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="restarts"
+    )
+    external_reference = models.CharField(max_length=100, blank=True)
+
+    # Inherited at start and shown read-only, so staff need not type customer or provider data.
+    customer_name = models.CharField(max_length=200)
+    customer_email = models.EmailField()
+    provider_customer_id = models.CharField(max_length=255)
+    card_last4 = models.CharField("last 4", max_length=4)
+
+    amount_minor = models.BigIntegerField("amount (minor units)", null=True, blank=True)
+    currency = models.CharField(max_length=3)
+    notification_subject = models.CharField(max_length=200, blank=True)
+    notification_body = models.TextField(blank=True)
+    charge_date = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: charge as soon as it is approved."
+    )
+
+    state = models.CharField(
+        max_length=20, choices=State.choices, default=State.AWAITING_AMOUNT, db_index=True
+    )
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    entered_at = models.DateTimeField(null=True, blank=True)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    failure_code = models.CharField(max_length=60, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    hard_decline = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        permissions = [
+            ("enter_amount", "Can do 1. charge amount entry"),
+            ("approve_charge", "Can approve or return charges"),
+        ]
+        indexes = [
+            models.Index(
+                fields=["charge_date"], condition=Q(state="approved"), name="issue_due_to_charge"
+            ),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(amount_minor__isnull=True) | Q(amount_minor__gt=0),
+                name="issue_amount_positive",
+            ),
+        ]
+
+    def __str__(self):
+        return f"Charge #{self.pk} – {self.customer_name}"
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount_minor, self.currency)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+
+S = ChargeIssue.State
+
+# The one table of allowed state changes; services refuse anything else.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.AWAITING_AMOUNT: frozenset({S.AWAITING_APPROVAL, S.CANCELLED}),
+    S.RETURNED: frozenset({S.AWAITING_APPROVAL, S.CANCELLED}),
+    S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.RETURNED, S.CANCELLED}),
+    S.APPROVED: frozenset({S.CHARGING, S.CANCELLED}),
+    S.CHARGING: frozenset({S.SUCCEEDED, S.FAILED}),
+    S.SUCCEEDED: frozenset(),
+    S.FAILED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+FINISHED_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
+
+
+class ChargeIssueEvent(models.Model):
+    """Audit trail: who did what to an issue, when, from which state to which."""
+
+    issue = models.ForeignKey(ChargeIssue, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20, blank=True)
+    comment = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.action} on #{self.issue_id}"
+
+
+class ChargeAttempt(models.Model):
+    """The one provider charge of an issue, committed with its idempotency key before the call."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending (outcome not yet recorded)"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    issue = models.OneToOneField(ChargeIssue, on_delete=models.PROTECT, related_name="attempt")
+    idempotency_key = models.CharField(max_length=100, unique=True)
+    amount_minor = models.BigIntegerField()
+    currency = models.CharField(max_length=3)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
+    provider_payment_intent_id = models.CharField(max_length=255, blank=True)
+    failure_code = models.CharField(max_length=60, blank=True)
+    decline_code = models.CharField(max_length=60, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    hard_decline = models.BooleanField(default=False)
+    last_error = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=Q(status="pending"), name="attempt_pending"
+            ),
+        ]
+
+    def __str__(self):
+        return f"Attempt {self.idempotency_key} ({self.status})"
+
+
+class ApiKey(models.Model):
+    """A per-space key other systems use to start charging issues. Only its hash is stored."""
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=12, unique=True, editable=False)
+    key_hash = models.CharField(max_length=64, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @staticmethod
+    def hash(secret: str) -> str:
+        # The key carries 256 random bits, so a plain SHA-256 is enough (no password stretching).
+        return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiIdempotencyRecord(models.Model):
+    """The first answer to a client's Idempotency-Key, replayed for repeats."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.CASCADE, related_name="+")
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    response_status = models.PositiveSmallIntegerField()
+    response_body = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "key"], name="uniq_api_idempotency_key")
+        ]
+
+    def __str__(self):
+        return f"{self.api_key_id}:{self.key}"

@@ -1,0 +1,414 @@
+"""Charging issues: start, 1. charge amount entry, approval, exactly-once charge, 1r. restart."""
+
+import logging
+from datetime import timedelta
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from cards.models import CardEvent, Customer, PaymentCard
+from payments import gateway
+from spaces.selectors import space_list_for_user
+
+from . import money
+from .exceptions import (
+    IllegalTransition,
+    InvalidAmount,
+    NoChargeableCard,
+    NotAllowed,
+    SelfApprovalRefused,
+)
+from .models import TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
+
+logger = logging.getLogger(__name__)
+State = ChargeIssue.State
+
+# An attempt still pending after this long lost its worker (crash, timeout): reconcile it.
+# Longer than any provider call can take, so the original call cannot still land afterwards.
+RECONCILE_AFTER = timedelta(minutes=2)
+
+
+# --- State machine ----------------------------------------------------------------------------
+
+
+def _transition(issue, to_state, *, actor, action, comment="", detail=None) -> ChargeIssueEvent:
+    """Move an issue along TRANSITIONS and write the audit event in the same transaction."""
+    if to_state not in TRANSITIONS[issue.state]:
+        raise IllegalTransition(
+            f"A charge that is “{issue.get_state_display()}” cannot be "
+            f"{ChargeIssue.State(to_state).label.lower()}.",
+        )
+    from_state = issue.state
+    issue.state = to_state
+    issue.save()
+    return _audit(issue, actor=actor, action=action, from_state=from_state, comment=comment,
+                  detail=detail)  # fmt: skip
+
+
+def _audit(issue, *, actor, action, from_state="", comment="", detail=None):
+    return ChargeIssueEvent.objects.create(
+        issue=issue,
+        actor=actor,
+        action=action,
+        from_state=from_state,
+        to_state=issue.state,
+        comment=comment,
+        detail=detail or {},
+    )
+
+
+def _locked(issue: ChargeIssue) -> ChargeIssue:
+    return ChargeIssue.objects.select_for_update(of=("self",)).get(pk=issue.pk)
+
+
+def _require(user, permission: str, issue: ChargeIssue) -> None:
+    if (
+        user is None
+        or not user.has_perm(permission)
+        or not space_list_for_user(user=user).filter(pk=issue.space_id).exists()
+    ):
+        raise NotAllowed()
+
+
+# --- Start ------------------------------------------------------------------------------------
+
+
+def _chargeable_card(customer: Customer, preferred: PaymentCard | None = None) -> PaymentCard:
+    if preferred is not None and preferred.status == PaymentCard.Status.ACTIVE:
+        return preferred
+    card = customer.cards.filter(status=PaymentCard.Status.ACTIVE).order_by("-is_default").first()
+    if card is None:
+        raise NoChargeableCard()
+    return card
+
+
+def charge_issue_start(
+    *,
+    customer: Customer,
+    source: str,
+    acting_user=None,
+    card: PaymentCard | None = None,
+    started_by_event: CardEvent | None = None,
+    restarted_from: ChargeIssue | None = None,
+    external_reference: str = "",
+    currency: str = "",
+    notification_subject: str = "",
+    notification_body: str = "",
+    detail: dict | None = None,
+) -> ChargeIssue:
+    """Start an issue at "1. charge amount entry" with the customer's data inherited (name,
+    email, provider customer id, last 4), so the clerk enters only what is new."""
+    card = _chargeable_card(customer, card)
+    with transaction.atomic():
+        issue = ChargeIssue.objects.create(
+            space_id=customer.space_id,
+            customer=customer,
+            card=card,
+            source=source,
+            started_by_event=started_by_event,
+            restarted_from=restarted_from,
+            external_reference=external_reference,
+            customer_name=customer.name,
+            customer_email=customer.email,
+            provider_customer_id=customer.provider_customer_id or "",
+            card_last4=card.last4,
+            currency=(currency or customer.space.default_currency).upper(),
+            notification_subject=notification_subject,
+            notification_body=notification_body,
+        )
+        _audit(
+            issue, actor=acting_user, action="started", detail={"source": source, **(detail or {})}
+        )
+    return issue
+
+
+def charge_issue_start_from_card_event(*, event: CardEvent) -> ChargeIssue | None:
+    """The "message start event": a registered card starts an issue, once per event."""
+    if ChargeIssue.objects.filter(started_by_event=event).exists():
+        return None
+    return charge_issue_start(
+        customer=event.customer,
+        card=event.card,
+        source=ChargeIssue.Source.CARD_REGISTERED,
+        started_by_event=event,
+        detail={"card_event": event.pk},
+    )
+
+
+def charge_issue_restart(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
+    """1r.: a new issue at "charge amount entry" with this finished one's data copied; the
+    old one is not changed. The charge date is not copied: a past date would charge at once."""
+    _require(acting_user, "billing.enter_amount", issue)
+    if not issue.is_finished:
+        raise IllegalTransition("Only a finished charge can be started again with its data.")
+    with transaction.atomic():
+        new = charge_issue_start(
+            customer=issue.customer,
+            card=issue.card,
+            source=ChargeIssue.Source.RESTART,
+            acting_user=acting_user,
+            restarted_from=issue,
+            external_reference=issue.external_reference,
+            currency=issue.currency,
+            notification_subject=issue.notification_subject,
+            notification_body=issue.notification_body,
+            detail={"restarted_from": issue.pk},
+        )
+        new.amount_minor = issue.amount_minor
+        new.save(update_fields=["amount_minor"])
+    return new
+
+
+# --- Human steps ------------------------------------------------------------------------------
+
+
+def charge_amount_enter(
+    *,
+    issue: ChargeIssue,
+    acting_user,
+    amount,
+    currency: str,
+    notification_subject: str,
+    notification_body: str,
+    charge_date=None,
+) -> ChargeIssue:
+    """1. Charge amount entry: amount (decimal, in the currency's units), wording, date."""
+    _require(acting_user, "billing.enter_amount", issue)
+    try:
+        minor = money.to_minor(amount, currency)
+        money.check_amount(minor, currency, maximum=issue.space.max_charge_minor)
+    except money.MoneyError as exc:
+        raise InvalidAmount(str(exc), field="amount") from exc
+    with transaction.atomic():
+        issue = _locked(issue)
+        issue.amount_minor = minor
+        issue.currency = currency.upper()
+        issue.notification_subject = notification_subject
+        issue.notification_body = notification_body
+        issue.charge_date = charge_date
+        issue.entered_by = acting_user
+        issue.entered_at = timezone.now()
+        issue.approved_by = None
+        issue.approved_at = None
+        _transition(
+            issue,
+            State.AWAITING_APPROVAL,
+            actor=acting_user,
+            action="amount_entered",
+            detail={
+                "amount_minor": minor,
+                "currency": issue.currency,
+                "charge_date": charge_date.isoformat() if charge_date else None,
+            },
+        )
+    return issue
+
+
+def charge_issue_approve(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
+    """The four-eyes check: someone other than the person who entered the amount approves."""
+    _require(acting_user, "billing.approve_charge", issue)
+    if issue.entered_by_id is not None and issue.entered_by_id == acting_user.pk:
+        # The refusal is audited in its own transaction: it must survive the error.
+        with transaction.atomic():
+            _audit(_locked(issue), actor=acting_user, action="approval_refused",
+                   comment="The user who entered the amount tried to approve it.")  # fmt: skip
+        raise SelfApprovalRefused()
+    with transaction.atomic():
+        issue = _locked(issue)
+        if issue.entered_by_id == acting_user.pk:
+            raise SelfApprovalRefused()
+        issue.approved_by = acting_user
+        issue.approved_at = timezone.now()
+        _transition(issue, State.APPROVED, actor=acting_user, action="approved")
+        issue_id = issue.pk
+        transaction.on_commit(lambda: _after_approval(issue_id))
+    return issue
+
+
+def charge_issue_return(*, issue: ChargeIssue, acting_user, comment: str) -> ChargeIssue:
+    _require(acting_user, "billing.approve_charge", issue)
+    if not comment.strip():
+        raise NotAllowed("Say what needs changing when you return a charge.", code="comment")
+    with transaction.atomic():
+        issue = _locked(issue)
+        _transition(issue, State.RETURNED, actor=acting_user, action="returned", comment=comment)
+    return issue
+
+
+def charge_issue_cancel(*, issue: ChargeIssue, acting_user, comment: str = "") -> ChargeIssue:
+    if not (
+        acting_user.has_perm("billing.enter_amount")
+        or acting_user.has_perm("billing.approve_charge")
+    ):
+        raise NotAllowed()
+    _require(acting_user, "billing.view_chargeissue", issue)
+    with transaction.atomic():
+        issue = _locked(issue)
+        _transition(issue, State.CANCELLED, actor=acting_user, action="cancelled", comment=comment)
+    return issue
+
+
+def _after_approval(issue_id: int) -> None:
+    from .tasks import charge_issue_charge, charge_issue_notification_email
+
+    charge_issue_notification_email.delay(issue_id)
+    issue = ChargeIssue.objects.only("charge_date").get(pk=issue_id)
+    if issue.charge_date is None or issue.charge_date <= timezone.now():
+        charge_issue_charge.delay(issue_id)
+
+
+# --- Charging (exactly once) ------------------------------------------------------------------
+
+
+def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
+    """Charge an approved, due issue at most once, whoever else runs this concurrently.
+
+    Lock the issue (skipping it if another worker holds it), commit the attempt with its
+    idempotency key, then call the provider, then record the outcome. A crash between the
+    call and the record leaves the attempt pending; charge_attempts_reconcile looks the charge
+    up at the provider before anything may call again.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        issue = (
+            ChargeIssue.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("card", "customer")
+            .filter(pk=issue_id, state=State.APPROVED)
+            .filter(Q(charge_date__isnull=True) | Q(charge_date__lte=now))
+            .first()
+        )
+        if issue is None:
+            return None
+        attempt = ChargeAttempt.objects.create(
+            issue=issue,
+            idempotency_key=f"charge-issue-{issue.pk}",
+            amount_minor=issue.amount_minor,
+            currency=issue.currency,
+        )
+        _transition(issue, State.CHARGING, actor=None, action="charge_started",
+                    detail={"attempt": attempt.pk})  # fmt: skip
+    return _charge_attempt_call(attempt, issue)
+
+
+def _charge_attempt_call(attempt: ChargeAttempt, issue: ChargeIssue) -> ChargeAttempt:
+    try:
+        result = gateway.payment_intent_charge_off_session(
+            customer_id=issue.provider_customer_id,
+            payment_method_id=issue.card.provider_payment_method_id,
+            amount_minor=attempt.amount_minor,
+            currency=attempt.currency,
+            idempotency_key=attempt.idempotency_key,
+            metadata={
+                "charge_issue": str(issue.pk),
+                "charge_attempt": str(attempt.pk),
+                "space": str(issue.space_id),
+            },
+        )
+    except gateway.ProviderError as exc:
+        # Outcome unknown: leave the attempt pending for the reconciler; never call again here.
+        logger.warning("charge attempt %s outcome unknown: %s", attempt.pk, exc.__class__.__name__)
+        ChargeAttempt.objects.filter(pk=attempt.pk).update(last_error=exc.__class__.__name__)
+        return attempt
+    return charge_attempt_record(attempt_id=attempt.pk, result=result)
+
+
+def charge_attempt_record(*, attempt_id: int, result: gateway.ChargeResult) -> ChargeAttempt:
+    """Record a provider outcome once; a second recording of the same attempt is a no-op."""
+    with transaction.atomic():
+        attempt = ChargeAttempt.objects.select_for_update().get(pk=attempt_id)
+        if attempt.status != ChargeAttempt.Status.PENDING:
+            return attempt
+        issue = _locked(attempt.issue)
+        attempt.status = (
+            ChargeAttempt.Status.SUCCEEDED if result.succeeded else ChargeAttempt.Status.FAILED
+        )
+        attempt.provider_payment_intent_id = result.payment_intent_id
+        attempt.failure_code = result.failure_code
+        attempt.decline_code = result.decline_code
+        attempt.failure_message = result.message[:300]
+        attempt.hard_decline = result.hard_decline
+        attempt.finished_at = timezone.now()
+        attempt.save()
+        detail = {"attempt": attempt.pk, "payment_intent": result.payment_intent_id}
+        if result.succeeded:
+            _transition(issue, State.SUCCEEDED, actor=None, action="charge_succeeded",
+                        detail=detail)  # fmt: skip
+        else:
+            issue.failure_code = result.decline_code or result.failure_code
+            issue.failure_message = result.message[:300]
+            issue.hard_decline = result.hard_decline
+            _transition(
+                issue,
+                State.FAILED,
+                actor=None,
+                action="charge_failed",
+                comment=result.message,
+                detail={**detail, "code": issue.failure_code, "hard": result.hard_decline},
+            )
+        issue_id, succeeded = issue.pk, result.succeeded
+        transaction.on_commit(lambda: _after_outcome(issue_id, succeeded))
+    return attempt
+
+
+def _after_outcome(issue_id: int, succeeded: bool) -> None:
+    from .tasks import charge_issue_outcome_notify
+
+    charge_issue_outcome_notify.delay(issue_id)
+
+
+def charge_attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
+    """Settle attempts whose outcome is unknown by asking the provider; returns how many.
+
+    Found at the provider: record what happened. Not found: no charge exists, so the call is
+    made again with the same idempotency key.
+    """
+    settled = 0
+    cutoff = timezone.now() - older_than
+    pending = ChargeAttempt.objects.filter(
+        status=ChargeAttempt.Status.PENDING, created_at__lte=cutoff
+    ).values_list("pk", flat=True)
+    for attempt_id in list(pending[:200]):
+        # The attempt stays locked through the lookup and any new call, so two reconcilers can
+        # never both decide "not found" and call twice. If this transaction dies after a call,
+        # the attempt is still pending and the next run finds that charge.
+        with transaction.atomic():
+            attempt = (
+                ChargeAttempt.objects.select_for_update(skip_locked=True, of=("self",))
+                .select_related("issue", "issue__card")
+                .filter(pk=attempt_id, status=ChargeAttempt.Status.PENDING)
+                .first()
+            )
+            if attempt is None:
+                continue
+            try:
+                found = gateway.payment_intent_find(
+                    customer_id=attempt.issue.provider_customer_id,
+                    metadata_key="charge_attempt",
+                    metadata_value=str(attempt.pk),
+                )
+            except gateway.ProviderError as exc:
+                logger.warning(
+                    "reconcile %s: provider unavailable (%s)", attempt.pk, exc.__class__.__name__
+                )
+                continue
+            if found is not None:
+                charge_attempt_record(attempt_id=attempt.pk, result=found)
+            else:
+                _charge_attempt_call(attempt, attempt.issue)
+            settled += 1
+    return settled
+
+
+def charge_issues_due_dispatch() -> int:
+    """Beat: send charge tasks for approved issues whose date has come (also re-sends what a
+    lost message left behind; the charge itself is exactly-once)."""
+    from .tasks import charge_issue_charge
+
+    due = ChargeIssue.objects.filter(state=State.APPROVED).filter(
+        Q(charge_date__isnull=True) | Q(charge_date__lte=timezone.now())
+    )
+    ids = list(due.values_list("pk", flat=True)[:1000])
+    for issue_id in ids:
+        charge_issue_charge.delay(issue_id)
+    return len(ids)

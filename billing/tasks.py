@@ -1,0 +1,39 @@
+import requests
+from celery import shared_task
+
+from . import notifications, services
+
+
+@shared_task(name="billing.charge_issue_charge")
+def charge_issue_charge(issue_id: int) -> bool:
+    return services.charge_issue_charge(issue_id=issue_id) is not None
+
+
+@shared_task(name="billing.charge_attempts_reconcile")
+def charge_attempts_reconcile() -> int:
+    return services.charge_attempts_reconcile()
+
+
+@shared_task(name="billing.charge_issues_due_dispatch")
+def charge_issues_due_dispatch() -> int:
+    return services.charge_issues_due_dispatch()
+
+
+@shared_task(
+    name="billing.charge_issue_notification_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=5,
+)
+def charge_issue_notification_email(issue_id: int) -> None:
+    notifications.notification_send(issue_id=issue_id)
+
+
+@shared_task(
+    name="billing.charge_issue_outcome_notify",
+    autoretry_for=(OSError, requests.RequestException),
+    retry_backoff=True,
+    max_retries=8,
+)
+def charge_issue_outcome_notify(issue_id: int) -> None:
+    notifications.outcome_notify(issue_id=issue_id)
