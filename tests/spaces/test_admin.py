@@ -65,7 +65,12 @@ def test_space_admin_can_rename_their_space_but_not_another(client, two_spaces):
     alpha, beta = two_spaces
     client.force_login(StaffUserFactory(role=ADMIN, spaces=[alpha]))
     url = reverse("admin:spaces_space_change", args=[alpha.pk])
-    data = {"name": "Alpha Renamed", "slug": "alpha", "default_currency": "EUR"}
+    data = {
+        "name": "Alpha Renamed",
+        "slug": "alpha",
+        "default_currency": "EUR",
+        "max_charge_minor": 1000000,
+    }
 
     assert client.post(url, data).status_code == 302
     other = client.post(
