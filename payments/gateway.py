@@ -96,6 +96,15 @@ def setup_intent_create(*, metadata: dict[str, str]) -> SetupIntent:
     return _setup_intent(obj)
 
 
+def setup_intent_confirm(setup_intent_id: str, *, payment_method_id: str) -> SetupIntent:
+    """Server-side confirmation with an existing PaymentMethod id. Customers confirm in the
+    browser; this is for Stripe's test-mode methods (pm_card_visa) in demo data."""
+    obj = client().v1.setup_intents.confirm(
+        setup_intent_id, params={"payment_method": payment_method_id}
+    )
+    return _setup_intent(obj)
+
+
 def setup_intent_retrieve(setup_intent_id: str) -> SetupIntent:
     return _setup_intent(client().v1.setup_intents.retrieve(setup_intent_id))
 

@@ -61,7 +61,6 @@ def main() -> None:
 
     manage = [PY, str(ROOT / "manage.py")]
     subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
-    subprocess.run([*manage, "seed_demo"], env=env, check=True)
 
     procs: list[tuple[str, subprocess.Popen]] = []
 
@@ -107,6 +106,8 @@ def main() -> None:
             ],
         )
         wait_for_port(LOCALSTRIPE_PORT, localstripe, "localstripe")
+        # Demo data registers a demo card with localstripe, so it runs once that is up.
+        subprocess.run([*manage, "seed_demo"], env=env, check=True)
         celery = [PY, "-m", "celery", "-A", "config"]
         start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
         start(
