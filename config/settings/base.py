@@ -98,6 +98,7 @@ LANGUAGE_CODE = env("LANGUAGE_CODE", default="en")
 LANGUAGES = [("en", "English"), ("de", "Deutsch"), ("ja", "日本語")]
 TIME_ZONE = env("TIME_ZONE", default="UTC")
 USE_I18N = True
+LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_TZ = True
 
 # --- Static -----------------------------------------------------------------------------------

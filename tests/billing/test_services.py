@@ -432,3 +432,21 @@ def test_audit_rows_exist_for_every_money_step(approved_issue):
         "charge_started",
         "charge_succeeded",
     ]
+
+
+def test_customer_emails_are_in_the_customers_language(
+    space, clerk, approver, register_card, django_capture_on_commit_callbacks
+):
+    registration = register_card(space)
+    registration.customer.preferred_language = "de"
+    registration.customer.save()
+    issue = _enter(ChargeIssue.objects.get(), clerk, amount="12.34", subject="")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.charge_issue_approve(issue=issue, acting_user=approver)
+
+    notification, receipt = mail.outbox
+    assert notification.subject == "Shop: bevorstehende Kartenbelastung"
+    assert "Betrag: 12.34 EUR" in notification.body
+    assert receipt.subject == "Shop: Beleg über 12.34 EUR"
+    assert "Wir haben 12.34 EUR von Ihrer Karte mit den Endziffern 4242 abgebucht." in receipt.body
