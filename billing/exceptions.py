@@ -31,6 +31,12 @@ class InvalidAmount(BillingError):
     code = "invalid_amount"
 
 
+class InvalidInput(BillingError):
+    """A field of a step is not acceptable; `field` names it."""
+
+    code = "invalid_input"
+
+
 class NoChargeableCard(BillingError):
     code = "no_card"
     message = "This customer has no active card on file."

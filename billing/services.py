@@ -15,6 +15,7 @@ from . import money
 from .exceptions import (
     IllegalTransition,
     InvalidAmount,
+    InvalidInput,
     NoChargeableCard,
     NotAllowed,
     SelfApprovalRefused,
@@ -36,8 +37,7 @@ def _transition(issue, to_state, *, actor, action, comment="", detail=None) -> C
     """Move an issue along TRANSITIONS and write the audit event in the same transaction."""
     if to_state not in TRANSITIONS[issue.state]:
         raise IllegalTransition(
-            f"A charge that is “{issue.get_state_display()}” cannot be "
-            f"{ChargeIssue.State(to_state).label.lower()}.",
+            f"This charge is at “{issue.get_state_display()}”: that step is not possible now."
         )
     from_state = issue.state
     issue.state = to_state
@@ -180,6 +180,12 @@ def charge_amount_enter(
         money.check_amount(minor, currency, maximum=issue.space.max_charge_minor)
     except money.MoneyError as exc:
         raise InvalidAmount(str(exc), field="amount") from exc
+    if charge_date is not None and charge_date < timezone.now():
+        # A past date would charge the moment it is approved; say so instead of surprising.
+        raise InvalidInput(
+            "The charge date is in the past. Leave it empty to charge as soon as it is approved.",
+            field="charge_date",
+        )
     with transaction.atomic():
         issue = _locked(issue)
         issue.amount_minor = minor
@@ -229,7 +235,7 @@ def charge_issue_approve(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
 def charge_issue_return(*, issue: ChargeIssue, acting_user, comment: str) -> ChargeIssue:
     _require(acting_user, "billing.approve_charge", issue)
     if not comment.strip():
-        raise NotAllowed("Say what needs changing when you return a charge.", code="comment")
+        raise InvalidInput("Say what needs changing when you return a charge.", field="comment")
     with transaction.atomic():
         issue = _locked(issue)
         _transition(issue, State.RETURNED, actor=acting_user, action="returned", comment=comment)

@@ -9,7 +9,13 @@ from django.db import connection
 from django.utils import timezone
 
 from billing import services, tasks
-from billing.exceptions import IllegalTransition, InvalidAmount, NotAllowed, SelfApprovalRefused
+from billing.exceptions import (
+    IllegalTransition,
+    InvalidAmount,
+    InvalidInput,
+    NotAllowed,
+    SelfApprovalRefused,
+)
 from billing.models import TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
 from cards import services as card_services
 from cards.models import CardEvent
@@ -450,3 +456,26 @@ def test_customer_emails_are_in_the_customers_language(
     assert "Betrag: 12.34 EUR" in notification.body
     assert receipt.subject == "Shop: Beleg über 12.34 EUR"
     assert "Wir haben 12.34 EUR von Ihrer Karte mit den Endziffern 4242 abgebucht." in receipt.body
+
+
+def test_a_past_charge_date_is_refused(space, clerk, register_card):
+    register_card(space)
+
+    with pytest.raises(InvalidInput) as refused:
+        _enter(ChargeIssue.objects.get(), clerk, charge_date=timezone.now() - timedelta(hours=1))
+
+    assert refused.value.field == "charge_date"
+    assert ChargeIssue.objects.get().state == State.AWAITING_AMOUNT
+
+
+def test_returning_needs_a_comment(space, clerk, approver, register_card):
+    register_card(space)
+    _enter(ChargeIssue.objects.get(), clerk)
+
+    with pytest.raises(InvalidInput) as refused:
+        services.charge_issue_return(
+            issue=ChargeIssue.objects.get(), acting_user=approver, comment=" "
+        )
+
+    assert refused.value.field == "comment"
+    assert ChargeIssue.objects.get().state == State.AWAITING_APPROVAL

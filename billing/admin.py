@@ -1,0 +1,438 @@
+"""Charging issues in the admin: read-only pages plus one real view per human step.
+
+Every step view follows the same shape (like Django's own password change view): find the issue
+among the user's spaces (404 otherwise), check the step's permission (403), check the state,
+validate a form, make ONE service call, report with `messages`, redirect. The services remain
+the authority on every rule; the checks here only keep people off pages that cannot work.
+"""
+
+import logging
+from dataclasses import dataclass
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+
+from spaces.admin import SpaceScopedAdminMixin
+
+from . import selectors, services
+from .exceptions import BillingError
+from .forms import ChargeAmountEntryForm, ChargeApprovalForm, ChargeCancelForm
+from .models import ChargeAttempt, ChargeIssue, ChargeIssueEvent
+from .money import format_money
+
+logger = logging.getLogger(__name__)
+State = ChargeIssue.State
+
+
+@dataclass(frozen=True)
+class Step:
+    """A human step on an issue: the states it starts from and who may take it (any of)."""
+
+    name: str
+    label: str
+    states: frozenset[str]
+    permissions: tuple[str, ...]
+    post_only: bool = False
+
+    @property
+    def url_name(self) -> str:
+        return f"admin:billing_chargeissue_{self.name}"
+
+    def allowed(self, user) -> bool:
+        return any(user.has_perm(permission) for permission in self.permissions)
+
+    def available(self, issue: ChargeIssue, user) -> bool:
+        return issue.state in self.states and self.allowed(user)
+
+
+ENTER_AMOUNT = Step(
+    "enter_amount",
+    "1. Charge amount entry",
+    frozenset({State.AWAITING_AMOUNT, State.RETURNED}),
+    ("billing.enter_amount",),
+)
+APPROVAL = Step(
+    "approval",
+    "Approval",
+    frozenset({State.AWAITING_APPROVAL}),
+    ("billing.approve_charge",),
+)
+RESTART = Step(
+    "restart",
+    "Start a new charge with these data",
+    frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}),
+    ("billing.enter_amount",),
+    post_only=True,
+)
+CANCEL = Step(
+    "cancel",
+    "Cancel this charge",
+    # Up to the moment the charge starts; after that only the provider's outcome ends it.
+    frozenset({State.AWAITING_AMOUNT, State.RETURNED, State.AWAITING_APPROVAL, State.APPROVED}),
+    ("billing.enter_amount", "billing.approve_charge"),
+)
+STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL)
+
+
+def _state_label(value: str) -> str:
+    return State(value).label if value in State.values else value
+
+
+class ChargeIssueEventInline(admin.TabularInline):
+    """The issue's history, oldest first. Only services write it."""
+
+    model = ChargeIssueEvent
+    verbose_name = "history entry"
+    verbose_name_plural = "history"
+    extra = 0
+    can_delete = False
+    ordering = ("created_at", "pk")
+    fields = ("created_at", "action", "actor_name", "from_state_label", "to_state_label", "comment")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    # Whoever may see the issue may see its history; roles carry no separate event permission.
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("billing.view_chargeissue")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="user")
+    def actor_name(self, event):
+        return event.actor.get_username() if event.actor_id else "system"
+
+    @admin.display(description="from")
+    def from_state_label(self, event):
+        return _state_label(event.from_state)
+
+    @admin.display(description="to")
+    def to_state_label(self, event):
+        return _state_label(event.to_state)
+
+
+@admin.register(ChargeIssue)
+class ChargeIssueAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "customer_name",
+        "amount_display",
+        "state",
+        "charge_date",
+        "created_at",
+        "entered_by",
+        "approved_by",
+    )
+    # Only the user's own spaces are offered (the plain filter would list every space's name).
+    list_filter = (
+        "state",
+        ("space", admin.RelatedOnlyFieldListFilter),
+        "created_at",
+        "charge_date",
+    )
+    search_fields = (
+        "customer_name",
+        "customer_email",
+        "customer__external_number",
+        "card_last4",
+        "external_reference",
+    )
+    list_select_related = ("entered_by", "approved_by")
+    fieldsets = (
+        (
+            "Customer (inherited, read-only)",
+            {"fields": ("customer_name", "customer_email", "provider_customer_id", "card_last4")},
+        ),
+        (
+            "Charge",
+            {
+                "fields": (
+                    "amount_display",
+                    "notification_subject",
+                    "notification_body",
+                    "charge_date",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "state",
+                    "entered_by",
+                    "entered_at",
+                    "approved_by",
+                    "approved_at",
+                    "failure_code",
+                    "failure_message",
+                    "hard_decline",
+                )
+            },
+        ),
+        (
+            "Origin",
+            {
+                "fields": (
+                    "space",
+                    "customer",
+                    "card",
+                    "source",
+                    "external_reference",
+                    "restarted_from",
+                    "created_at",
+                    "updated_at",
+                )
+            },
+        ),
+    )
+    readonly_fields = tuple(
+        field for _, options in fieldsets for field in options["fields"]
+    )  # every field: issues change only through the step views below
+    inlines = [ChargeIssueEventInline]
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount_display(self, issue):
+        return issue.amount_display
+
+    # Issues are started by card registrations, the API or 1r. restart, never typed in here.
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["charge_steps"] = [step for step in STEPS if step.available(obj, request.user)]
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def history_view(self, request, object_id, extra_context=None):
+        # The audit trail the services write, instead of Django's LogEntry (always empty here).
+        # history_view itself checks the space (via get_queryset) and the view permission
+        # before the template evaluates this lazy queryset.
+        events = selectors.charge_issue_event_list(issue_id=object_id)
+        return super().history_view(
+            request, object_id, extra_context={"charge_events": events, **(extra_context or {})}
+        )
+
+    # --- Step views -------------------------------------------------------------------------
+
+    def get_urls(self):
+        def view(func):
+            return self.admin_site.admin_view(func)
+
+        info = "billing_chargeissue"
+        return [
+            path(
+                "<int:object_id>/enter-amount/",
+                view(self.enter_amount_view),
+                name=f"{info}_enter_amount",
+            ),
+            path("<int:object_id>/approval/", view(self.approval_view), name=f"{info}_approval"),
+            path("<int:object_id>/restart/", view(self.restart_view), name=f"{info}_restart"),
+            path("<int:object_id>/cancel/", view(self.cancel_view), name=f"{info}_cancel"),
+            *super().get_urls(),
+        ]
+
+    def _step_issue(self, request, object_id: int, step: Step) -> ChargeIssue:
+        # Another space's issue is a 404 whatever the user's role, so its existence stays hidden.
+        issue = get_object_or_404(
+            selectors.charge_issue_list(queryset=self.get_queryset(request)), pk=object_id
+        )
+        if not step.allowed(request.user):
+            raise PermissionDenied
+        return issue
+
+    def _change_url(self, issue: ChargeIssue) -> str:
+        return reverse("admin:billing_chargeissue_change", args=[issue.pk])
+
+    def _wrong_state(self, request, issue: ChargeIssue, step: Step):
+        messages.error(
+            request,
+            f"“{step.label}” is not possible while charge #{issue.pk} is "
+            f"“{issue.get_state_display()}”.",
+        )
+        return HttpResponseRedirect(self._change_url(issue))
+
+    def _log_refusal(self, request, issue: ChargeIssue, exc: BillingError, step: Step) -> None:
+        logger.info(
+            "%s refused on issue %s for user %s: %s", step.name, issue.pk, request.user.pk, exc.code
+        )
+
+    def _render_step(self, request, issue, step: Step, form, template: str, **context):
+        return TemplateResponse(
+            request,
+            f"admin/billing/chargeissue/{template}",
+            {
+                **self.admin_site.each_context(request),
+                "opts": self.opts,
+                "title": f"{step.label}: charge #{issue.pk}",
+                "original": issue,
+                "step": step,
+                "form": form,
+                "events": selectors.charge_issue_event_list(issue_id=issue.pk),
+                "has_view_permission": self.has_view_permission(request, issue),
+                **context,
+            },
+        )
+
+    def enter_amount_view(self, request, object_id):
+        issue = self._step_issue(request, object_id, ENTER_AMOUNT)
+        if issue.state not in ENTER_AMOUNT.states:
+            return self._wrong_state(request, issue, ENTER_AMOUNT)
+        if request.method == "POST":
+            form = ChargeAmountEntryForm(request.POST)
+            if form.is_valid():
+                try:
+                    services.charge_amount_enter(
+                        issue=issue,
+                        acting_user=request.user,
+                        amount=form.cleaned_data["amount"],
+                        currency=form.cleaned_data["currency"],
+                        notification_subject=form.cleaned_data["notification_subject"],
+                        notification_body=form.cleaned_data["notification_body"],
+                        charge_date=form.cleaned_data["charge_date"],
+                    )
+                except BillingError as exc:
+                    self._log_refusal(request, issue, exc, ENTER_AMOUNT)
+                    form.add_billing_error(exc)
+                else:
+                    messages.success(
+                        request, f"The amount of charge #{issue.pk} was entered for approval."
+                    )
+                    return HttpResponseRedirect(self._change_url(issue))
+        else:
+            form = ChargeAmountEntryForm(initial=ChargeAmountEntryForm.initial_for(issue))
+        return self._render_step(request, issue, ENTER_AMOUNT, form, "enter_amount.html")
+
+    def approval_view(self, request, object_id):
+        issue = self._step_issue(request, object_id, APPROVAL)
+        if issue.state not in APPROVAL.states:
+            return self._wrong_state(request, issue, APPROVAL)
+        form = ChargeApprovalForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            if form.cleaned_data["decision"] == ChargeApprovalForm.APPROVE:
+                try:
+                    services.charge_issue_approve(issue=issue, acting_user=request.user)
+                except BillingError as exc:
+                    # E.g. the four-eyes refusal, which the service has already audited.
+                    self._log_refusal(request, issue, exc, APPROVAL)
+                    messages.error(request, exc.message)
+                else:
+                    messages.success(request, f"Charge #{issue.pk} was approved.")
+                return HttpResponseRedirect(self._change_url(issue))
+            try:
+                services.charge_issue_return(
+                    issue=issue, acting_user=request.user, comment=form.cleaned_data["comment"]
+                )
+            except BillingError as exc:
+                self._log_refusal(request, issue, exc, APPROVAL)
+                form.add_billing_error(exc)
+            else:
+                messages.success(request, f"Charge #{issue.pk} was returned to the clerk.")
+                return HttpResponseRedirect(self._change_url(issue))
+        return self._render_step(request, issue, APPROVAL, form, "approval.html")
+
+    def restart_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        issue = self._step_issue(request, object_id, RESTART)
+        if issue.state not in RESTART.states:
+            return self._wrong_state(request, issue, RESTART)
+        try:
+            new = services.charge_issue_restart(issue=issue, acting_user=request.user)
+        except BillingError as exc:
+            self._log_refusal(request, issue, exc, RESTART)
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(self._change_url(issue))
+        messages.success(
+            request,
+            f"Charge #{new.pk} was started with the data of charge #{issue.pk}. "
+            "Check the amount and wording, then submit it for approval.",
+        )
+        return HttpResponseRedirect(
+            reverse("admin:billing_chargeissue_enter_amount", args=[new.pk])
+        )
+
+    def cancel_view(self, request, object_id):
+        issue = self._step_issue(request, object_id, CANCEL)
+        if issue.state not in CANCEL.states:
+            return self._wrong_state(request, issue, CANCEL)
+        form = ChargeCancelForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                services.charge_issue_cancel(
+                    issue=issue, acting_user=request.user, comment=form.cleaned_data["comment"]
+                )
+            except BillingError as exc:
+                self._log_refusal(request, issue, exc, CANCEL)
+                messages.error(request, exc.message)
+            else:
+                messages.success(request, f"Charge #{issue.pk} was cancelled.")
+            return HttpResponseRedirect(self._change_url(issue))
+        return self._render_step(request, issue, CANCEL, form, "cancel.html")
+
+
+@admin.register(ChargeAttempt)
+class ChargeAttemptAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    """The provider charges, as recorded by the services. Read-only."""
+
+    space_field = "issue__space"
+    list_display = (
+        "issue",
+        "status",
+        "amount",
+        "currency",
+        "provider_payment_intent_id",
+        "failure_code",
+        "decline_code",
+        "hard_decline",
+        "created_at",
+    )
+    list_filter = ("status", "hard_decline", "created_at")
+    search_fields = ("provider_payment_intent_id", "idempotency_key", "issue__customer_name")
+    list_select_related = ("issue",)
+    readonly_fields = (
+        "issue",
+        "idempotency_key",
+        "amount",
+        "currency",
+        "status",
+        "provider_payment_intent_id",
+        "failure_code",
+        "decline_code",
+        "failure_message",
+        "hard_decline",
+        "last_error",
+        "created_at",
+        "finished_at",
+    )
+    fields = readonly_fields
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount(self, attempt):
+        return format_money(attempt.amount_minor, attempt.currency)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,0 +1,81 @@
+"""Forms of the admin steps. They check input shape only; the services decide what is allowed
+(amount rules, states, four eyes) and their BillingError is shown on the form."""
+
+from django import forms
+from django.conf import settings
+
+from . import money
+from .exceptions import BillingError
+from .models import ChargeIssue
+
+
+class BillingErrorForm(forms.Form):
+    def add_billing_error(self, exc: BillingError) -> None:
+        """Show a service's refusal next to the field it names, else above the form."""
+        self.add_error(exc.field if exc.field in self.fields else None, exc.message)
+
+
+class ChargeAmountEntryForm(BillingErrorForm):
+    """1. Charge amount entry: what is new for this charge; customer data is inherited."""
+
+    # A text input, not type=number: browsers would silently reformat or refuse "12,50" or
+    # "12.345" before the service could say what is wrong with it.
+    amount = forms.DecimalField(
+        help_text="In the currency's units, e.g. 49.90 for EUR or 500 for JPY.",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+    )
+    currency = forms.ChoiceField(choices=[(code, code) for code in money.CURRENCIES])
+    notification_subject = forms.CharField(
+        label="Notification subject", max_length=200, widget=forms.TextInput(attrs={"size": 60})
+    )
+    notification_body = forms.CharField(
+        label="Notification text",
+        widget=forms.Textarea(attrs={"rows": 6, "cols": 60}),
+        help_text="The customer receives this by email when the charge is approved.",
+    )
+    charge_date = forms.DateTimeField(
+        label="Charge date",
+        required=False,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        help_text="Leave empty to charge as soon as the amount is approved. "
+        f"Times are in {settings.TIME_ZONE}.",
+    )
+
+    @classmethod
+    def initial_for(cls, issue: ChargeIssue) -> dict:
+        """What the issue already holds, e.g. the amount and wording copied by 1r. restart."""
+        return {
+            "amount": (
+                money.from_minor(issue.amount_minor, issue.currency)
+                if issue.amount_minor is not None
+                else None
+            ),
+            "currency": issue.currency,
+            "notification_subject": issue.notification_subject,
+            "notification_body": issue.notification_body,
+            "charge_date": issue.charge_date,
+        }
+
+
+class ChargeApprovalForm(BillingErrorForm):
+    APPROVE = "approve"
+    RETURN = "return"
+
+    # Set by the submit button pressed; the template renders the two buttons, not this field.
+    decision = forms.ChoiceField(
+        choices=[(APPROVE, "Approve"), (RETURN, "Return to the clerk")],
+        error_messages={"required": "Choose whether to approve or return the charge."},
+    )
+    comment = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required when you return the charge: say what needs changing.",
+    )
+
+
+class ChargeCancelForm(BillingErrorForm):
+    comment = forms.CharField(
+        label="Reason",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+    )
