@@ -18,7 +18,11 @@ from django.urls import path, reverse
 
 from spaces.admin import SpaceScopedAdminMixin
 
-from . import selectors, services
+from . import (
+    admin_keys,  # noqa: F401 - registers the API key admin
+    selectors,
+    services,
+)
 from .exceptions import BillingError
 from .forms import ChargeAmountEntryForm, ChargeApprovalForm, ChargeCancelForm
 from .models import ChargeAttempt, ChargeIssue, ChargeIssueEvent

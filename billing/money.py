@@ -1,6 +1,10 @@
 """Money is integer minor units plus an ISO 4217 currency."""
 
+import re
 from decimal import Decimal, InvalidOperation
+
+# Plain decimal notation in ASCII digits: no exponents, no other scripts' digits.
+_AMOUNT = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?", re.ASCII)
 
 # ISO 4217 minor units that differ from 2 (currencies not listed have 2).
 _EXPONENTS = {
@@ -30,12 +34,13 @@ def to_minor(amount, currency: str) -> int:
     currency = currency.upper()
     if currency not in CURRENCIES:
         raise MoneyError(f"{currency or 'That'} is not a currency we charge in.")
-    try:
-        value = Decimal(str(amount).strip())
-    except (InvalidOperation, ValueError):
-        raise MoneyError("Enter the amount as a number, e.g. 12.50.") from None
-    if not value.is_finite():
+    text = str(amount).strip()
+    if not _AMOUNT.fullmatch(text):
         raise MoneyError("Enter the amount as a number, e.g. 12.50.")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:  # unreachable after the pattern, kept as a guard
+        raise MoneyError("Enter the amount as a number, e.g. 12.50.") from None
     places = exponent(currency)
     scaled = value.scaleb(places)
     if scaled != scaled.to_integral_value():

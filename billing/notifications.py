@@ -82,7 +82,8 @@ def webhook_payload(issue: ChargeIssue, event_type: str) -> dict:
         "data": {
             "id": issue.pk,
             "state": issue.state,
-            "customer": issue.customer.external_number or str(issue.customer_id),
+            # The same form the API accepts: the external number, else "id:<pk>".
+            "customer": issue.customer.external_number or f"id:{issue.customer_id}",
             "amount_minor": issue.amount_minor,
             "currency": issue.currency,
             "reference": issue.external_reference,

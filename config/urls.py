@@ -11,4 +11,5 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
+    path("api/v1/", include("billing.urls")),
 ]

@@ -23,6 +23,16 @@ os.environ.setdefault("CELERY_BROKER_URL", "")
 
 from .base import *  # noqa: E402
 
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the worker and beat share one SQLite file: wait for a lock instead of
+    # failing with "database is locked", and take the write lock when a transaction begins so
+    # two writers never deadlock upgrading their read locks.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 20,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL;",
+    }
+
 if not CELERY_BROKER_URL:
     # Embedded kombu transport: messages are files under var/, so a newcomer needs no broker.
     _queue = VAR_DIR / "celery" / "queue"

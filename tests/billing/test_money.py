@@ -26,6 +26,10 @@ def test_amounts_convert_to_minor_units(amount, currency, minor):
         ("abc", "EUR", "as a number"),
         ("NaN", "EUR", "as a number"),
         ("Infinity", "EUR", "as a number"),
+        ("1e999999999", "EUR", "as a number"),
+        ("1e2", "EUR", "as a number"),
+        ("١٢", "EUR", "as a number"),  # Arabic-Indic digits
+        ("", "EUR", "as a number"),
         ("12", "XXX", "not a currency we charge in"),
     ],
 )
