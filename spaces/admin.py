@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from .models import Space, SpaceMembership
 from .selectors import space_list_for_user
@@ -35,6 +36,7 @@ class SpaceAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     search_fields = ("name", "slug")
     readonly_fields = ("created_at",)
     prepopulated_fields = {"slug": ("name",)}
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(SpaceMembership)
