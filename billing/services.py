@@ -274,41 +274,82 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
     idempotency key, then call the provider, then record the outcome. A crash between the
     call and the record leaves the attempt pending; charge_attempts_reconcile looks the charge
     up at the provider before anything may call again.
+
+    This is the hot path of every charge: rows are changed with conditional UPDATEs (which
+    also enforce the state change in SQL) rather than loaded and saved whole.
     """
     now = timezone.now()
     with transaction.atomic():
         issue = (
             ChargeIssue.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("card", "customer")
             .filter(pk=issue_id, state=State.APPROVED)
             .filter(Q(charge_date__isnull=True) | Q(charge_date__lte=now))
+            .values(
+                "pk",
+                "space_id",
+                "amount_minor",
+                "currency",
+                "provider_customer_id",
+                "card__provider_payment_method_id",
+            )
             .first()
         )
         if issue is None:
             return None
         attempt = ChargeAttempt.objects.create(
-            issue=issue,
-            idempotency_key=f"charge-issue-{issue.pk}",
-            amount_minor=issue.amount_minor,
-            currency=issue.currency,
+            issue_id=issue["pk"],
+            idempotency_key=f"charge-issue-{issue['pk']}",
+            amount_minor=issue["amount_minor"],
+            currency=issue["currency"],
         )
-        _transition(issue, State.CHARGING, actor=None, action="charge_started",
-                    detail={"attempt": attempt.pk})  # fmt: skip
-    return _charge_attempt_call(attempt, issue)
+        _transition_row(
+            issue["pk"],
+            State.APPROVED,
+            State.CHARGING,
+            action="charge_started",
+            detail={"attempt": attempt.pk},
+        )
+    return _charge_attempt_call(
+        attempt,
+        customer_id=issue["provider_customer_id"],
+        payment_method_id=issue["card__provider_payment_method_id"],
+        space_id=issue["space_id"],
+    )
 
 
-def _charge_attempt_call(attempt: ChargeAttempt, issue: ChargeIssue) -> ChargeAttempt:
+def _transition_row(issue_id, from_state, to_state, *, action, comment="", detail=None, **fields):
+    """_transition for the charging path: one conditional UPDATE plus the audit INSERT."""
+    if to_state not in TRANSITIONS[from_state]:
+        raise IllegalTransition(f"{from_state} -> {to_state} is not a declared transition.")
+    updated = ChargeIssue.objects.filter(pk=issue_id, state=from_state).update(
+        state=to_state, updated_at=timezone.now(), **fields
+    )
+    if updated != 1:
+        raise IllegalTransition(f"Charge #{issue_id} is no longer {from_state}.")
+    ChargeIssueEvent.objects.create(
+        issue_id=issue_id,
+        action=action,
+        from_state=from_state,
+        to_state=to_state,
+        comment=comment,
+        detail=detail or {},
+    )
+
+
+def _charge_attempt_call(
+    attempt: ChargeAttempt, *, customer_id: str, payment_method_id: str, space_id: int
+) -> ChargeAttempt:
     try:
         result = gateway.payment_intent_charge_off_session(
-            customer_id=issue.provider_customer_id,
-            payment_method_id=issue.card.provider_payment_method_id,
+            customer_id=customer_id,
+            payment_method_id=payment_method_id,
             amount_minor=attempt.amount_minor,
             currency=attempt.currency,
             idempotency_key=attempt.idempotency_key,
             metadata={
-                "charge_issue": str(issue.pk),
+                "charge_issue": str(attempt.issue_id),
                 "charge_attempt": str(attempt.pk),
-                "space": str(issue.space_id),
+                "space": str(space_id),
             },
         )
     except gateway.ProviderError as exc:
@@ -316,44 +357,58 @@ def _charge_attempt_call(attempt: ChargeAttempt, issue: ChargeIssue) -> ChargeAt
         logger.warning("charge attempt %s outcome unknown: %s", attempt.pk, exc.__class__.__name__)
         ChargeAttempt.objects.filter(pk=attempt.pk).update(last_error=exc.__class__.__name__)
         return attempt
-    return charge_attempt_record(attempt_id=attempt.pk, result=result)
+    return charge_attempt_record(attempt=attempt, result=result)
 
 
-def charge_attempt_record(*, attempt_id: int, result: gateway.ChargeResult) -> ChargeAttempt:
-    """Record a provider outcome once; a second recording of the same attempt is a no-op."""
+def charge_attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> ChargeAttempt:
+    """Record a provider outcome once; a second recording of the same attempt is a no-op.
+
+    The conditional UPDATE on the pending attempt takes its row lock, so of two recorders
+    (the worker and the reconciler) exactly one changes it.
+    """
+    status = ChargeAttempt.Status.SUCCEEDED if result.succeeded else ChargeAttempt.Status.FAILED
+    outcome = {
+        "status": status,
+        "provider_payment_intent_id": result.payment_intent_id,
+        "failure_code": result.failure_code,
+        "decline_code": result.decline_code,
+        "failure_message": result.message[:300],
+        "hard_decline": result.hard_decline,
+        "finished_at": timezone.now(),
+    }
     with transaction.atomic():
-        attempt = ChargeAttempt.objects.select_for_update().get(pk=attempt_id)
-        if attempt.status != ChargeAttempt.Status.PENDING:
+        recorded = ChargeAttempt.objects.filter(
+            pk=attempt.pk, status=ChargeAttempt.Status.PENDING
+        ).update(**outcome)
+        if not recorded:
+            attempt.refresh_from_db()
             return attempt
-        issue = _locked(attempt.issue)
-        attempt.status = (
-            ChargeAttempt.Status.SUCCEEDED if result.succeeded else ChargeAttempt.Status.FAILED
-        )
-        attempt.provider_payment_intent_id = result.payment_intent_id
-        attempt.failure_code = result.failure_code
-        attempt.decline_code = result.decline_code
-        attempt.failure_message = result.message[:300]
-        attempt.hard_decline = result.hard_decline
-        attempt.finished_at = timezone.now()
-        attempt.save()
         detail = {"attempt": attempt.pk, "payment_intent": result.payment_intent_id}
         if result.succeeded:
-            _transition(issue, State.SUCCEEDED, actor=None, action="charge_succeeded",
-                        detail=detail)  # fmt: skip
+            _transition_row(
+                attempt.issue_id,
+                State.CHARGING,
+                State.SUCCEEDED,
+                action="charge_succeeded",
+                detail=detail,
+            )
         else:
-            issue.failure_code = result.decline_code or result.failure_code
-            issue.failure_message = result.message[:300]
-            issue.hard_decline = result.hard_decline
-            _transition(
-                issue,
+            code = result.decline_code or result.failure_code
+            _transition_row(
+                attempt.issue_id,
+                State.CHARGING,
                 State.FAILED,
-                actor=None,
                 action="charge_failed",
                 comment=result.message,
-                detail={**detail, "code": issue.failure_code, "hard": result.hard_decline},
+                detail={**detail, "code": code, "hard": result.hard_decline},
+                failure_code=code,
+                failure_message=result.message[:300],
+                hard_decline=result.hard_decline,
             )
-        issue_id, succeeded = issue.pk, result.succeeded
+        issue_id, succeeded = attempt.issue_id, result.succeeded
         transaction.on_commit(lambda: _after_outcome(issue_id, succeeded))
+    for field, value in outcome.items():
+        setattr(attempt, field, value)
     return attempt
 
 
@@ -399,9 +454,14 @@ def charge_attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int
                 )
                 continue
             if found is not None:
-                charge_attempt_record(attempt_id=attempt.pk, result=found)
+                charge_attempt_record(attempt=attempt, result=found)
             else:
-                _charge_attempt_call(attempt, attempt.issue)
+                _charge_attempt_call(
+                    attempt,
+                    customer_id=attempt.issue.provider_customer_id,
+                    payment_method_id=attempt.issue.card.provider_payment_method_id,
+                    space_id=attempt.issue.space_id,
+                )
             settled += 1
     return settled
 
