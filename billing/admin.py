@@ -16,7 +16,7 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from spaces.admin import SpaceScopedAdminMixin
+from spaces.admin import ReadOnlyScopedAdmin
 
 from . import (
     admin_keys,  # noqa: F401 - registers the API key admin
@@ -128,7 +128,7 @@ class ChargeIssueEventInline(admin.TabularInline):
 
 
 @admin.register(ChargeIssue)
-class ChargeIssueAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     list_display = (
         "id",
         "customer_name",
@@ -210,15 +210,8 @@ class ChargeIssueAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     def amount_display(self, issue):
         return issue.amount_display
 
-    # Issues are started by card registrations, the API or 1r. restart, never typed in here.
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+    # Issues are started by card registrations, the API or 1r. restart, never typed in here;
+    # they change only through the step views.
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -393,7 +386,7 @@ class ChargeIssueAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ChargeAttempt)
-class ChargeAttemptAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
     """The provider charges, as recorded by the services. Read-only."""
 
     space_field = "issue__space"
@@ -431,12 +424,3 @@ class ChargeAttemptAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, attempt):
         return format_money(attempt.amount_minor, attempt.currency)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

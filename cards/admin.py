@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from spaces.admin import SpaceScopedAdminMixin
+from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin
 
 from . import services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard
@@ -67,22 +67,8 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         return request.user.has_perm("cards.add_cardinvitation")
 
 
-class _ReadOnlyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
-    """Rows that only services write: cards come from the provider through the hosted page,
-    invitations and events are an audit trail."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
 @admin.register(PaymentCard)
-class PaymentCardAdmin(_ReadOnlyAdmin):
+class PaymentCardAdmin(ReadOnlyScopedAdmin):
     list_display = (
         "customer",
         "brand",
@@ -118,7 +104,7 @@ class PaymentCardAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(CardInvitation)
-class CardInvitationAdmin(_ReadOnlyAdmin):
+class CardInvitationAdmin(ReadOnlyScopedAdmin):
     list_display = ("customer", "created_by", "created_at", "expires_at", "used_at")
     list_filter = ("space", "created_at")
     search_fields = ("customer__name", "customer__email")
@@ -126,7 +112,7 @@ class CardInvitationAdmin(_ReadOnlyAdmin):
 
 
 @admin.register(CardEvent)
-class CardEventAdmin(_ReadOnlyAdmin):
+class CardEventAdmin(ReadOnlyScopedAdmin):
     list_display = ("created_at", "kind", "customer", "card", "acting_user", "dispatched_at")
     list_filter = ("kind", "space", "created_at")
     search_fields = ("customer__name", "customer__email", "card__last4")

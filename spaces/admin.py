@@ -29,6 +29,19 @@ class SpaceScopedAdminMixin:
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+    """Rows only services write (audit trails, provider data): staff look, never edit here."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Space)
 class SpaceAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     space_field = None
