@@ -123,6 +123,18 @@ def charge_issue_start(
     return issue
 
 
+def charge_issue_start_by_staff(*, customer: Customer, acting_user) -> ChargeIssue:
+    """A clerk starts a charge for a customer with a card on file (like a 1r. without history)."""
+    if not (
+        acting_user.has_perm("billing.add_chargeissue")
+        and space_list_for_user(user=acting_user).filter(pk=customer.space_id).exists()
+    ):
+        raise NotAllowed()
+    return charge_issue_start(
+        customer=customer, source=ChargeIssue.Source.STAFF, acting_user=acting_user
+    )
+
+
 def charge_issue_start_from_card_event(*, event: CardEvent) -> ChargeIssue | None:
     """The "message start event": a registered card starts an issue, once per event."""
     if ChargeIssue.objects.filter(started_by_event=event).exists():

@@ -44,7 +44,7 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "updated_at",
     )
     inlines = [PaymentCardInline]
-    actions = ["send_registration_link"]
+    actions = ["send_registration_link", "start_charge"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(card_count=Count("cards", distinct=True))
@@ -62,6 +62,33 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         self.message_user(
             request, f"Registration link sent to {sent} customer(s).", messages.SUCCESS
         )
+
+    @admin.action(
+        description="Start a charge (1. charge amount entry)", permissions=["start_charge"]
+    )
+    def start_charge(self, request, queryset):
+        # Billing builds on cards, not the other way round: imported where it is used.
+        from billing.exceptions import BillingError
+        from billing.services import charge_issue_start_by_staff
+
+        started, refused = 0, []
+        for customer in queryset:
+            try:
+                charge_issue_start_by_staff(customer=customer, acting_user=request.user)
+                started += 1
+            except BillingError as error:
+                refused.append(f"{customer.name}: {error.message}")
+        if started:
+            self.message_user(
+                request,
+                f"Started {started} charge(s); they wait for 1. charge amount entry.",
+                messages.SUCCESS,
+            )
+        for line in refused:
+            self.message_user(request, line, messages.ERROR)
+
+    def has_start_charge_permission(self, request):
+        return request.user.has_perm("billing.add_chargeissue")
 
     def has_send_link_permission(self, request):
         return request.user.has_perm("cards.add_cardinvitation")

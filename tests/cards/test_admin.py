@@ -100,3 +100,27 @@ def test_clerk_cannot_send_a_link_to_another_spaces_customer(client, setup):
     )
 
     assert not CardInvitation.objects.exists()
+
+
+def test_clerk_starts_a_charge_for_a_customer_with_a_card_and_is_told_about_one_without(
+    client, setup
+):
+    from billing.models import ChargeIssue
+
+    mine, ada, clerk = setup
+    cardless = CustomerFactory(space=mine, name="No Card")
+    client.force_login(clerk)
+
+    response = client.post(
+        reverse("admin:cards_customer_changelist"),
+        {"action": "start_charge", "_selected_action": [ada.pk, cardless.pk]},
+        follow=True,
+    )
+
+    issue = ChargeIssue.objects.get()
+    assert issue.customer == ada and issue.state == ChargeIssue.State.AWAITING_AMOUNT
+    assert issue.source == ChargeIssue.Source.STAFF and issue.card_last4 == "1881"
+    assert issue.events.get().actor == clerk
+    content = response.content.decode()
+    assert "Started 1 charge(s)" in content
+    assert "No Card: This customer has no active card on file." in content
