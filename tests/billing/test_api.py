@@ -379,7 +379,7 @@ def test_amount_messages_say_what_is_wrong(client, api_key, customer):
     assert amount_error("10000.01") == (
         "The amount is above this space's maximum of 10,000.00 EUR."
     )
-    assert amount_error("twelve") == 'Send the amount as a decimal string, e.g. "12.34".'
+    assert amount_error("twelve") == "Enter the amount as a number, e.g. 12.50."
 
 
 @pytest.mark.django_db
