@@ -3,7 +3,7 @@
 import logging
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -11,7 +11,7 @@ from cards.models import CardEvent, Customer, PaymentCard
 from payments import gateway
 from spaces.selectors import space_list_for_user
 
-from . import money
+from . import charging_sql, money
 from .exceptions import (
     IllegalTransition,
     InvalidAmount,
@@ -291,6 +291,52 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
     also enforce the state change in SQL) rather than loaded and saved whole.
     """
     now = timezone.now()
+    if connection.vendor in SINGLE_STATEMENT_VENDORS:
+        issue, attempt = _claim_single_statement(issue_id, now)
+    else:
+        issue, attempt = _claim_orm(issue_id, now)
+    if attempt is None:
+        return None
+    return _charge_attempt_call(
+        attempt,
+        customer_id=issue["provider_customer_id"],
+        payment_method_id=issue["card__provider_payment_method_id"],
+        space_id=issue["space_id"],
+    )
+
+
+# The hot path runs as one statement per transaction where the database allows it (see
+# charging_sql.py); elsewhere (SQLite in the local run) through the ORM. Tests run both.
+SINGLE_STATEMENT_VENDORS = {"postgresql"}
+
+
+def _claim_single_statement(issue_id: int, now):
+    _check_transition(State.APPROVED, State.CHARGING)
+    row = charging_sql.claim(
+        issue_id=issue_id,
+        from_state=State.APPROVED,
+        to_state=State.CHARGING,
+        action="charge_started",
+        key_prefix="charge-issue-",
+        now=now,
+    )
+    if row is None:
+        return None, None
+    pk, space_id, amount, currency, customer_id, method_id, attempt_id, key = row
+    attempt = ChargeAttempt(
+        pk=attempt_id, issue_id=pk, idempotency_key=key, amount_minor=amount, currency=currency
+    )
+    attempt._state.adding = False
+    issue = {
+        "pk": pk,
+        "space_id": space_id,
+        "provider_customer_id": customer_id,
+        "card__provider_payment_method_id": method_id,
+    }
+    return issue, attempt
+
+
+def _claim_orm(issue_id: int, now):
     with transaction.atomic():
         issue = (
             ChargeIssue.objects.select_for_update(skip_locked=True, of=("self",))
@@ -307,7 +353,7 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
             .first()
         )
         if issue is None:
-            return None
+            return None, None
         attempt = ChargeAttempt.objects.create(
             issue_id=issue["pk"],
             idempotency_key=f"charge-issue-{issue['pk']}",
@@ -321,18 +367,17 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
             action="charge_started",
             detail={"attempt": attempt.pk},
         )
-    return _charge_attempt_call(
-        attempt,
-        customer_id=issue["provider_customer_id"],
-        payment_method_id=issue["card__provider_payment_method_id"],
-        space_id=issue["space_id"],
-    )
+    return issue, attempt
+
+
+def _check_transition(from_state, to_state) -> None:
+    if to_state not in TRANSITIONS[from_state]:
+        raise IllegalTransition(f"{from_state} -> {to_state} is not a declared transition.")
 
 
 def _transition_row(issue_id, from_state, to_state, *, action, comment="", detail=None, **fields):
     """_transition for the charging path: one conditional UPDATE plus the audit INSERT."""
-    if to_state not in TRANSITIONS[from_state]:
-        raise IllegalTransition(f"{from_state} -> {to_state} is not a declared transition.")
+    _check_transition(from_state, to_state)
     updated = ChargeIssue.objects.filter(pk=issue_id, state=from_state).update(
         state=to_state, updated_at=timezone.now(), **fields
     )
@@ -376,7 +421,8 @@ def charge_attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResul
     """Record a provider outcome once; a second recording of the same attempt is a no-op.
 
     The conditional UPDATE on the pending attempt takes its row lock, so of two recorders
-    (the worker and the reconciler) exactly one changes it.
+    (the worker and the reconciler) exactly one changes it; the issue's move and its audit
+    event are written in the same transaction.
     """
     status = ChargeAttempt.Status.SUCCEEDED if result.succeeded else ChargeAttempt.Status.FAILED
     outcome = {
@@ -388,37 +434,53 @@ def charge_attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResul
         "hard_decline": result.hard_decline,
         "finished_at": timezone.now(),
     }
-    with transaction.atomic():
-        recorded = ChargeAttempt.objects.filter(
-            pk=attempt.pk, status=ChargeAttempt.Status.PENDING
-        ).update(**outcome)
-        if not recorded:
-            attempt.refresh_from_db()
-            return attempt
-        detail = {"attempt": attempt.pk, "payment_intent": result.payment_intent_id}
-        if result.succeeded:
-            _transition_row(
-                attempt.issue_id,
-                State.CHARGING,
-                State.SUCCEEDED,
-                action="charge_succeeded",
-                detail=detail,
-            )
-        else:
-            code = result.decline_code or result.failure_code
-            _transition_row(
-                attempt.issue_id,
-                State.CHARGING,
-                State.FAILED,
-                action="charge_failed",
-                comment=result.message,
-                detail={**detail, "code": code, "hard": result.hard_decline},
-                failure_code=code,
-                failure_message=result.message[:300],
-                hard_decline=result.hard_decline,
-            )
-        issue_id, succeeded = attempt.issue_id, result.succeeded
-        transaction.on_commit(lambda: _after_outcome(issue_id, succeeded))
+    detail = {"attempt": attempt.pk, "payment_intent": result.payment_intent_id}
+    if result.succeeded:
+        to_state, action, comment, issue_fields = State.SUCCEEDED, "charge_succeeded", "", {}
+    else:
+        code = result.decline_code or result.failure_code
+        to_state, action, comment = State.FAILED, "charge_failed", result.message
+        detail.update(code=code, hard=result.hard_decline)
+        issue_fields = {
+            "failure_code": code,
+            "failure_message": result.message[:300],
+            "hard_decline": result.hard_decline,
+        }
+    _check_transition(State.CHARGING, to_state)
+    if connection.vendor in SINGLE_STATEMENT_VENDORS:
+        # One statement, so its own transaction (or part of the caller's, the reconciler's).
+        recorded, _moved = charging_sql.record(
+            attempt_id=attempt.pk,
+            outcome=outcome,
+            from_state=State.CHARGING,
+            to_state=to_state,
+            action=action,
+            comment=comment,
+            detail=detail,
+            issue_fields=issue_fields,
+            now=outcome["finished_at"],
+        )
+    else:
+        with transaction.atomic():
+            recorded = ChargeAttempt.objects.filter(
+                pk=attempt.pk, status=ChargeAttempt.Status.PENDING
+            ).update(**outcome)
+            if recorded:
+                _transition_row(
+                    attempt.issue_id,
+                    State.CHARGING,
+                    to_state,
+                    action=action,
+                    comment=comment,
+                    detail=detail,
+                    **issue_fields,
+                )
+    if not recorded:
+        attempt.refresh_from_db()
+        return attempt
+    issue_id, succeeded = attempt.issue_id, result.succeeded
+    # Runs at once after an autocommitted record, else when the caller's transaction commits.
+    transaction.on_commit(lambda: _after_outcome(issue_id, succeeded))
     for field, value in outcome.items():
         setattr(attempt, field, value)
     return attempt

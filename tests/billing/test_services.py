@@ -28,6 +28,15 @@ pytestmark = pytest.mark.django_db
 State = ChargeIssue.State
 
 
+@pytest.fixture(autouse=True, params=["single_statement", "orm"])
+def charging_path(request, monkeypatch):
+    """Every test here runs on both charging paths: PostgreSQL's single statements and the ORM
+    path the local SQLite run uses."""
+    if request.param == "orm":
+        monkeypatch.setattr(services, "SINGLE_STATEMENT_VENDORS", set())
+    return request.param
+
+
 def _enter(issue, clerk, amount="12.34", currency="EUR", **kwargs):
     return services.charge_amount_enter(
         issue=issue,
@@ -409,9 +418,9 @@ def test_a_call_that_never_reached_the_provider_is_made_again_by_the_reconciler(
     def unreachable(**kwargs):
         raise stripe.APIConnectionError("injected: connection refused")
 
-    monkeypatch.setattr(gateway, "payment_intent_charge_off_session", unreachable)
-    services.charge_issue_charge(issue_id=approved_issue.pk)
-    monkeypatch.undo()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gateway, "payment_intent_charge_off_session", unreachable)
+        services.charge_issue_charge(issue_id=approved_issue.pk)
 
     attempt = ChargeAttempt.objects.get(issue=approved_issue)
     assert attempt.status == ChargeAttempt.Status.PENDING
