@@ -25,7 +25,7 @@ from . import (
 )
 from .exceptions import BillingError
 from .forms import ChargeAmountEntryForm, ChargeApprovalForm, ChargeCancelForm
-from .models import ChargeAttempt, ChargeIssue, ChargeIssueEvent
+from .models import FINISHED_STATES, TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
 from .money import format_money
 
 logger = logging.getLogger(__name__)
@@ -53,22 +53,27 @@ class Step:
         return issue.state in self.states and self.allowed(user)
 
 
+def _states_leading_to(target: str) -> frozenset[str]:
+    """Where a step may start: read off the one transition table, never restated here."""
+    return frozenset(state for state, targets in TRANSITIONS.items() if target in targets)
+
+
 ENTER_AMOUNT = Step(
     "enter_amount",
     "1. Charge amount entry",
-    frozenset({State.AWAITING_AMOUNT, State.RETURNED}),
+    _states_leading_to(State.AWAITING_APPROVAL),
     ("billing.enter_amount",),
 )
 APPROVAL = Step(
     "approval",
     "Approval",
-    frozenset({State.AWAITING_APPROVAL}),
+    _states_leading_to(State.APPROVED),
     ("billing.approve_charge",),
 )
 RESTART = Step(
     "restart",
     "Start a new charge with these data",
-    frozenset({State.SUCCEEDED, State.FAILED, State.CANCELLED}),
+    FINISHED_STATES,
     ("billing.enter_amount",),
     post_only=True,
 )
@@ -76,7 +81,7 @@ CANCEL = Step(
     "cancel",
     "Cancel this charge",
     # Up to the moment the charge starts; after that only the provider's outcome ends it.
-    frozenset({State.AWAITING_AMOUNT, State.RETURNED, State.AWAITING_APPROVAL, State.APPROVED}),
+    _states_leading_to(State.CANCELLED),
     ("billing.enter_amount", "billing.approve_charge"),
 )
 STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL)
