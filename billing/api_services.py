@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from cards.models import Customer
 from spaces.models import Space
-from spaces.selectors import space_list_for_user
+from spaces.selectors import user_may_act_in_space
 
 from . import money, services
 from .exceptions import BillingError, InvalidAmount, NotAllowed
@@ -48,11 +48,7 @@ class ApiResponse:
 
 
 def _require_key_admin(user, permission: str, space_id: int) -> None:
-    if (
-        user is None
-        or not user.has_perm(permission)
-        or not space_list_for_user(user=user).filter(pk=space_id).exists()
-    ):
+    if not user_may_act_in_space(user=user, permission=permission, space_id=space_id):
         raise NotAllowed()
 
 
@@ -210,11 +206,9 @@ def charge_issue_api_start(
             currency=currency,
             notification_subject=notification_subject,
             notification_body=notification_body,
+            amount_minor=amount_minor,
             detail=detail,
         )
-        if amount_minor is not None:
-            issue.amount_minor = amount_minor
-            issue.save(update_fields=["amount_minor", "updated_at"])
         body = charge_issue_api_data(issue)
         if record is not None:
             record.response_body = body

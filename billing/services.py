@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
 from payments import gateway
-from spaces.selectors import space_list_for_user
+from spaces.selectors import user_may_act_in_space
 
 from . import charging_sql, money
 from .exceptions import (
@@ -63,11 +63,7 @@ def _locked(issue: ChargeIssue) -> ChargeIssue:
 
 
 def _require(user, permission: str, issue: ChargeIssue) -> None:
-    if (
-        user is None
-        or not user.has_perm(permission)
-        or not space_list_for_user(user=user).filter(pk=issue.space_id).exists()
-    ):
+    if not user_may_act_in_space(user=user, permission=permission, space_id=issue.space_id):
         raise NotAllowed()
 
 
@@ -95,6 +91,7 @@ def charge_issue_start(
     currency: str = "",
     notification_subject: str = "",
     notification_body: str = "",
+    amount_minor: int | None = None,
     detail: dict | None = None,
 ) -> ChargeIssue:
     """Start an issue at "1. charge amount entry" with the customer's data inherited (name,
@@ -116,6 +113,7 @@ def charge_issue_start(
             currency=(currency or customer.space.default_currency).upper(),
             notification_subject=notification_subject,
             notification_body=notification_body,
+            amount_minor=amount_minor,
         )
         _audit(
             issue, actor=acting_user, action="started", detail={"source": source, **(detail or {})}
@@ -125,9 +123,8 @@ def charge_issue_start(
 
 def charge_issue_start_by_staff(*, customer: Customer, acting_user) -> ChargeIssue:
     """A clerk starts a charge for a customer with a card on file (like a 1r. without history)."""
-    if not (
-        acting_user.has_perm("billing.add_chargeissue")
-        and space_list_for_user(user=acting_user).filter(pk=customer.space_id).exists()
+    if not user_may_act_in_space(
+        user=acting_user, permission="billing.add_chargeissue", space_id=customer.space_id
     ):
         raise NotAllowed()
     return charge_issue_start(
@@ -154,22 +151,19 @@ def charge_issue_restart(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
     _require(acting_user, "billing.enter_amount", issue)
     if not issue.is_finished:
         raise IllegalTransition("Only a finished charge can be started again with its data.")
-    with transaction.atomic():
-        new = charge_issue_start(
-            customer=issue.customer,
-            card=issue.card,
-            source=ChargeIssue.Source.RESTART,
-            acting_user=acting_user,
-            restarted_from=issue,
-            external_reference=issue.external_reference,
-            currency=issue.currency,
-            notification_subject=issue.notification_subject,
-            notification_body=issue.notification_body,
-            detail={"restarted_from": issue.pk},
-        )
-        new.amount_minor = issue.amount_minor
-        new.save(update_fields=["amount_minor"])
-    return new
+    return charge_issue_start(
+        customer=issue.customer,
+        card=issue.card,
+        source=ChargeIssue.Source.RESTART,
+        acting_user=acting_user,
+        restarted_from=issue,
+        external_reference=issue.external_reference,
+        currency=issue.currency,
+        notification_subject=issue.notification_subject,
+        notification_body=issue.notification_body,
+        amount_minor=issue.amount_minor,
+        detail={"restarted_from": issue.pk},
+    )
 
 
 # --- Human steps ------------------------------------------------------------------------------
