@@ -1,21 +1,8 @@
 from django.core.cache import caches
-from django.db.models import Count, QuerySet
 
 from spaces.models import Space
 
-from .models import CardRegistration, Customer, PaymentCard
-
-
-def customer_list(*, spaces) -> QuerySet[Customer]:
-    return (
-        Customer.objects.filter(space__in=spaces)
-        .select_related("space")
-        .annotate(card_count=Count("cards"))
-    )
-
-
-def payment_card_list(*, customer: Customer) -> QuerySet[PaymentCard]:
-    return PaymentCard.objects.filter(customer=customer)
+from .models import CardRegistration
 
 
 def card_registration_get(*, public_id) -> CardRegistration | None:
