@@ -36,17 +36,21 @@ def _policy(stripe_js_url: str, stripe_api_base: str) -> str:
     )
 
 
+def apply_hosted_headers(response):
+    """The headers every hosted page (and its error pages) carries."""
+    response["Content-Security-Policy"] = content_security_policy()
+    # same-origin: Django's CSRF check needs our own Origin; other sites (the provider)
+    # never see the page URL, which for invitations carries the token.
+    response["Referrer-Policy"] = "same-origin"
+    response["X-Content-Type-Options"] = "nosniff"
+    response["Cache-Control"] = "no-store"
+    response["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    return response
+
+
 def hosted_page(view):
     @wraps(view)
     def wrapped(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        response["Content-Security-Policy"] = content_security_policy()
-        # same-origin: Django's CSRF check needs our own Origin; other sites (the provider)
-        # never see the page URL, which for invitations carries the token.
-        response["Referrer-Policy"] = "same-origin"
-        response["X-Content-Type-Options"] = "nosniff"
-        response["Cache-Control"] = "no-store"
-        response["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
-        return response
+        return apply_hosted_headers(view(request, *args, **kwargs))
 
     return wrapped

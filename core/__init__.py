@@ -1,0 +1,1 @@
+"""Shared, domain-free pieces every app uses (see DESIGN.md: the lowest room)."""
