@@ -10,13 +10,14 @@ import logging
 from dataclasses import dataclass
 
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed, HttpResponseRedirect
-from django.shortcuts import get_object_or_404
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from spaces.admin import ReadOnlyScopedAdmin
+from core.admin import object_id_or_404
+from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
 from . import (
     admin_keys,  # noqa: F401 - registers the API key admin
@@ -147,7 +148,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     # Only the user's own spaces are offered (the plain filter would list every space's name).
     list_filter = (
         "state",
-        ("space", admin.RelatedOnlyFieldListFilter),
+        ("space", SpaceScopedFieldListFilter),
         "created_at",
         "charge_date",
     )
@@ -226,8 +227,10 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     def history_view(self, request, object_id, extra_context=None):
         # The audit trail the services write, instead of Django's LogEntry (always empty here).
         # history_view itself checks the space (via get_queryset) and the view permission
-        # before the template evaluates this lazy queryset.
-        events = selectors.charge_issue_event_list(issue_id=object_id)
+        # before the template evaluates this lazy queryset. The id is checked first: filtering
+        # on "abc" would raise ValueError (a 500) before Django's view could answer.
+        issue_id = object_id_or_404(self.opts, unquote(object_id))
+        events = selectors.charge_issue_event_list(issue_id=issue_id)
         return super().history_view(
             request, object_id, extra_context={"charge_events": events, **(extra_context or {})}
         )
@@ -253,12 +256,26 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
 
     def _step_issue(self, request, object_id: int, step: Step) -> ChargeIssue:
         # Another space's issue is a 404 whatever the user's role, so its existence stays hidden.
-        issue = get_object_or_404(
-            selectors.charge_issue_list(queryset=self.get_queryset(request)), pk=object_id
+        issue = (
+            selectors.charge_issue_list(queryset=self.get_queryset(request))
+            .filter(pk=object_id)
+            .first()
         )
+        if issue is None:
+            self._audit_refused_approval(request, object_id, step, "other_space")
+            raise Http404
         if not step.allowed(request.user):
+            self._audit_refused_approval(request, object_id, step, "wrong_role")
             raise PermissionDenied
         return issue
+
+    def _audit_refused_approval(self, request, object_id: int, step: Step, reason: str) -> None:
+        # A refused approval is audited on the issue even though the user never sees it.
+        if step is APPROVAL and request.method == "POST":
+            if ChargeIssue.objects.filter(pk=object_id).exists():
+                services.charge_issue_approval_refusal_record(
+                    issue_id=object_id, acting_user=request.user, code=reason
+                )
 
     def _change_url(self, issue: ChargeIssue) -> str:
         return reverse("admin:billing_chargeissue_change", args=[issue.pk])

@@ -5,22 +5,53 @@ billing/admin.py imports this module; importing it registers the admin on the de
 
 from django.contrib import admin, messages
 
-from spaces.admin import SpaceScopedAdminMixin
+from spaces.admin import SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import api_services
 from .exceptions import BillingError
-from .models import ApiKey
+from .models import ApiKey, ApiKeyEvent
+
+
+class ApiKeyEventInline(admin.TabularInline):
+    """Who created and revoked the key. Only services write it."""
+
+    model = ApiKeyEvent
+    verbose_name_plural = "history"
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "action", "actor")
+    readonly_fields = fields
+
+    # Whoever may see the key may see its history; roles carry no separate event permission.
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("billing.view_apikey")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "space", "prefix", "created_by", "created_at", "revoked_at")
-    list_filter = ("space", ("revoked_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        ("space", SpaceScopedFieldListFilter),
+        ("revoked_at", admin.EmptyFieldListFilter),
+    )
     list_select_related = ("space", "created_by")
     search_fields = ("name", "prefix")
     fields = ("space", "name", "prefix", "created_by", "created_at", "revoked_at")
     readonly_fields = ("prefix", "created_by", "created_at", "revoked_at")
     actions = ["revoke_keys"]
+    inlines = [ApiKeyEventInline]
+
+    def get_inlines(self, request, obj):
+        return self.inlines if obj is not None else []
 
     def get_fields(self, request, obj=None):
         return ("space", "name") if obj is None else self.fields

@@ -14,10 +14,16 @@ and a clerk confirms it there and another person approves it, as for any other i
 api_services.charge_issue_api_start, which also explains which answers are replayed for a
 repeated Idempotency-Key (only the 201).
 
+The body is JSON (Content-Type: application/json, UTF-8) of at most MAX_BODY_BYTES. `amount`
+follows the admin's rule (billing.money.to_minor): plain decimal text in ASCII digits with no
+spaces around it, at least the provider's minimum charge for the currency (0.50 EUR, 50 JPY,
+...) and at most the space's maximum.
+
 Answers are JSON. Errors are {"error": <user-safe message>, "code": <stable code>} and, for
 400 "invalid", "fields": {<field>: [<message>, ...]}. Codes: unauthorized (401),
 invalid_json / invalid (400), customer_not_found (404), method_not_allowed (405), no_card (409),
-idempotency_key_reused (422), rate_limited (429).
+payload_too_large (413), unsupported_media_type (415), idempotency_key_reused (422),
+rate_limited (429); not_found (404) and server_error (500) come from config.views.
 """
 
 import hmac
@@ -42,6 +48,11 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT = 300
 RATE_WINDOW_SECONDS = 60
 
+# A start is a few hundred bytes; this leaves room for long notification texts. Bodies above
+# Django's DATA_UPLOAD_MAX_MEMORY_SIZE never get here: reading them raises RequestDataTooBig,
+# which config.views.bad_request answers with the same JSON 413.
+MAX_BODY_BYTES = 256 * 1024
+
 _STATUS_FOR_CODE = {
     "customer_not_found": 404,
     "not_allowed": 403,
@@ -61,7 +72,8 @@ class _JsonStringField(forms.CharField):
 
 class ChargeIssueCreateForm(forms.Form):
     customer = _JsonStringField(max_length=100)
-    amount = _JsonStringField(required=False, max_length=30)
+    # Not stripped: " 12.50" is refused like in the admin (money.to_minor), not silently fixed.
+    amount = _JsonStringField(required=False, max_length=30, strip=False)
     currency = _JsonStringField(required=False, max_length=3)
     notification_subject = _JsonStringField(required=False, max_length=200)
     notification_body = _JsonStringField(required=False)
@@ -149,6 +161,30 @@ def _authenticate(request) -> ApiKey | JsonResponse:
     return api_key
 
 
+def _body_refusal(request) -> JsonResponse | None:
+    """415 unless the body is declared as JSON in UTF-8; 413 when it is over MAX_BODY_BYTES
+    (judged by Content-Length before the body is read, and by what was read)."""
+    content_type = (request.content_type or "").lower()
+    charset = request.content_params.get("charset", "utf-8").lower()
+    if content_type != "application/json" or charset not in ("utf-8", "utf8"):
+        return _error(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON in UTF-8, with Content-Type: application/json.",
+        )
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
+        return _error(
+            413,
+            "payload_too_large",
+            f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.",
+        )
+    return None
+
+
 def _json_object(request) -> dict | str:
     """The body as a JSON object, or why it is not one (a user-safe message)."""
     try:
@@ -197,6 +233,9 @@ def charge_issue_create(request):
     ):
         return _invalid({"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]})
 
+    refusal = _body_refusal(request)
+    if refusal is not None:
+        return refusal
     data = _json_object(request)
     if isinstance(data, str):
         return _error(400, "invalid_json", data)

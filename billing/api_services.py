@@ -19,7 +19,7 @@ from spaces.selectors import user_may_act_in_space
 
 from . import money, services
 from .exceptions import BillingError, InvalidAmount, NotAllowed
-from .models import ApiIdempotencyRecord, ApiKey, ChargeIssue
+from .models import ApiIdempotencyRecord, ApiKey, ApiKeyEvent, ChargeIssue
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ def _require_key_admin(user, permission: str, space_id: int) -> None:
 
 
 def api_key_create(*, space: Space, name: str, acting_user) -> tuple[ApiKey, str]:
-    """A new key for `space`. The full key is returned this once; only its SHA-256 is kept."""
+    """A new key for `space`. The full key is returned this once; only its SHA-256 is kept.
+    Audited (ApiKeyEvent) in the same transaction."""
     _require_key_admin(acting_user, "billing.add_apikey", space.pk)
     for _ in range(3):
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
@@ -67,6 +68,9 @@ def api_key_create(*, space: Space, name: str, acting_user) -> tuple[ApiKey, str
                     key_hash=ApiKey.hash(full_key),
                     created_by=acting_user,
                 )
+                ApiKeyEvent.objects.create(
+                    api_key=api_key, action=ApiKeyEvent.Action.CREATED, actor=acting_user
+                )
         except IntegrityError:
             continue  # the unique prefix was taken (1 in 62**8 per key): draw another
         logger.info("api key %s created for space %s by user %s", prefix, space.pk, acting_user.pk)
@@ -75,13 +79,17 @@ def api_key_create(*, space: Space, name: str, acting_user) -> tuple[ApiKey, str
 
 
 def api_key_revoke(*, api_key: ApiKey, acting_user) -> ApiKey:
-    """Refuse the key from now on. Final (make a new key instead); revoking twice is a no-op."""
+    """Refuse the key from now on. Final (make a new key instead); revoking twice is a no-op.
+    Audited (ApiKeyEvent) in the same transaction."""
     _require_key_admin(acting_user, "billing.change_apikey", api_key.space_id)
     with transaction.atomic():
         api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
             api_key.save(update_fields=["revoked_at"])
+            ApiKeyEvent.objects.create(
+                api_key=api_key, action=ApiKeyEvent.Action.REVOKED, actor=acting_user
+            )
             logger.info("api key %s revoked by user %s", api_key.prefix, acting_user.pk)
     return api_key
 
@@ -114,11 +122,12 @@ def api_idempotent_response_get(
 
 
 def api_amount_minor(amount: str, currency: str, *, space: Space) -> int:
-    """A decimal string in major units ("12.34") -> minor units, within the space's maximum.
-    money.to_minor accepts plain decimal notation only (no exponents, ASCII digits)."""
+    """A decimal string in major units ("12.34") -> minor units, between the provider's minimum
+    for the currency and the space's maximum. money.to_minor accepts plain decimal notation
+    only (no exponents, no spaces around it, ASCII digits): the same rule as the admin's."""
     try:
         minor = money.to_minor(amount, currency)
-        money.check_amount(minor, currency, maximum=space.max_charge_minor)
+        money.check_amount(minor, currency, maximum=space.max_charge_for(currency))
     except money.MoneyError as exc:
         raise InvalidAmount(str(exc), field="amount") from exc
     return minor

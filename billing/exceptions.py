@@ -40,3 +40,10 @@ class InvalidInput(BillingError):
 class NoChargeableCard(BillingError):
     code = "no_card"
     message = "This customer has no active card on file."
+
+
+class SpaceMismatch(BillingError):
+    """A card, customer and issue must belong together, in one space."""
+
+    code = "space_mismatch"
+    message = "This card belongs to another customer or space; it cannot be charged here."

@@ -19,8 +19,12 @@ class ChargeAmountEntryForm(BillingErrorForm):
     """1. Charge amount entry: what is new for this charge; customer data is inherited."""
 
     # A text input, not type=number: browsers would silently reformat or refuse "12,50" or
-    # "12.345" before the service could say what is wrong with it.
-    amount = forms.DecimalField(
+    # "12.345" before the service could say what is wrong with it. Text, not a DecimalField:
+    # Decimal reads "１２.５０" or " 12.5 " as 12.50, which the API refuses; the amount is
+    # checked by money.to_minor, the one parser (see clean()), and kept as the text typed.
+    amount = forms.CharField(
+        max_length=40,
+        strip=False,
         help_text="In the currency's units, e.g. 49.90 for EUR or 500 for JPY.",
         widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
     )
@@ -40,6 +44,16 @@ class ChargeAmountEntryForm(BillingErrorForm):
         help_text="Leave empty to charge as soon as the amount is approved. "
         f"Times are in {settings.TIME_ZONE}.",
     )
+
+    def clean(self):
+        cleaned = super().clean()
+        amount, currency = cleaned.get("amount"), cleaned.get("currency")
+        if amount and currency:
+            try:
+                money.to_minor(amount, currency)
+            except money.MoneyError as exc:
+                self.add_error("amount", str(exc))
+        return cleaned
 
     @classmethod
     def initial_for(cls, issue: ChargeIssue) -> dict:

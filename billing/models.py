@@ -203,6 +203,29 @@ class ApiKey(models.Model):
         return hashlib.sha256(secret.encode()).hexdigest()
 
 
+class ApiKeyEvent(models.Model):
+    """Audit trail of API keys: who created or revoked which key, when. Only services write it,
+    in the same transaction as the change."""
+
+    class Action(models.TextChoices):
+        CREATED = "created", "Created"
+        REVOKED = "revoked", "Revoked"
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="events")
+    action = models.CharField(max_length=20, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "API key event"
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} {self.api_key}"
+
+
 class ApiIdempotencyRecord(models.Model):
     """The first answer to a client's Idempotency-Key, replayed for repeats."""
 

@@ -14,11 +14,20 @@ _EXPONENTS = {
     "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
 
-# Currencies we accept; a code outside this list is refused with a message.
-CURRENCIES = sorted(
-    {"EUR", "USD", "GBP", "CHF", "JPY", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD",
-     "NZD", "SGD", "HKD", "KRW", "BHD", "KWD", "JOD", "OMR"}
-)  # fmt: skip
+# Currencies we accept; a code outside this list is refused with a message. The list lives in
+# core so a space's default currency (spaces sits below billing) is chosen from the same one.
+from core.currencies import CURRENCIES  # noqa: E402
+
+# The smallest charge the provider accepts, in minor units (Stripe, "Minimum and maximum charge
+# amounts"). Below it the provider refuses the charge only after approval, at charge time.
+MINIMUM_CHARGE = {
+    "EUR": 50, "USD": 50, "CHF": 50, "CAD": 50, "AUD": 50, "NZD": 50, "SGD": 50,
+    "GBP": 30, "JPY": 50, "SEK": 300, "NOK": 300, "DKK": 250, "PLN": 200, "CZK": 1500,
+    "HKD": 400,
+    # Not in Stripe's table: it requires the equivalent of 0.50 USD at the day's rate, so
+    # these are set well above that to stay valid when rates move.
+    "KRW": 1000, "BHD": 250, "KWD": 200, "JOD": 500, "OMR": 250,
+}  # fmt: skip
 
 
 class MoneyError(ValueError):
@@ -30,11 +39,17 @@ def exponent(currency: str) -> int:
 
 
 def to_minor(amount, currency: str) -> int:
-    """'12.34' EUR -> 1234; '500' JPY -> 500. Refuses more decimals than the currency has."""
+    """'12.34' EUR -> 1234; '500' JPY -> 500. The one parser of typed amounts (admin and API).
+
+    Refuses more decimals than the currency has, and anything but plain ASCII decimal text:
+    surrounding spaces, exponents, other scripts' digits (Python's Decimal would read "１２"),
+    so what one entry point refuses no other accepts."""
     currency = currency.upper()
     if currency not in CURRENCIES:
         raise MoneyError(f"{currency or 'That'} is not a currency we charge in.")
-    text = str(amount).strip()
+    text = str(amount)
+    if text != text.strip():
+        raise MoneyError("Enter the amount without spaces around it, e.g. 12.50.")
     if not _AMOUNT.fullmatch(text):
         raise MoneyError("Enter the amount as a number, e.g. 12.50.")
     try:
@@ -61,9 +76,23 @@ def format_money(minor: int | None, currency: str) -> str:
     return f"{from_minor(minor, currency):,.{places}f} {currency.upper()}"
 
 
+def minimum_charge(currency: str) -> int:
+    """The provider's smallest charge in `currency`, in minor units."""
+    currency = currency.upper()
+    return MINIMUM_CHARGE.get(currency, 50 * 10 ** max(exponent(currency) - 2, 0))
+
+
 def check_amount(minor: int, currency: str, *, maximum: int) -> None:
+    """An amount may be charged: above zero, at least the provider's minimum for the currency,
+    at most the space's maximum."""
     if minor <= 0:
         raise MoneyError("The amount must be more than zero.")
+    minimum = minimum_charge(currency)
+    if minor < minimum:
+        raise MoneyError(
+            f"The amount is below the smallest charge our payment provider accepts in "
+            f"{currency.upper()}: {format_money(minimum, currency)}."
+        )
     if minor > maximum:
         raise MoneyError(
             f"The amount is above this space's maximum of {format_money(maximum, currency)}."

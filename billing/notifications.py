@@ -6,11 +6,12 @@ import json
 import logging
 import time
 
-import requests
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import translation
+
+from core import outbound
 
 from .models import ChargeIssue
 
@@ -100,20 +101,36 @@ def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},v1={mac.hexdigest()}"
 
 
-def webhook_deliver(*, issue: ChargeIssue, event_type: str) -> None:
-    """POST the signed event; raises on failure so the task retries with backoff."""
+def webhook_deliver(*, issue: ChargeIssue, event_type: str) -> bool:
+    """POST the signed event; raises on failure so the task retries with backoff.
+
+    The URL was checked when it was saved, and is checked again here: its host must still
+    resolve only to public addresses, and the request goes to the address checked (a name can
+    be re-pointed at our own network after it was saved). A refused URL is logged with its
+    code and nothing is sent (no retry: staff must fix the URL). True when delivered."""
     body = json.dumps(webhook_payload(issue, event_type), separators=(",", ":")).encode()
     timestamp = int(time.time())
-    response = requests.post(
-        issue.space.webhook_url,
-        data=body,
-        headers={
-            "Content-Type": "application/json",
-            "X-Backoffice-Event": event_type,
-            "X-Backoffice-Signature": webhook_signature(
-                issue.space.webhook_secret, timestamp, body
-            ),
-        },
-        timeout=WEBHOOK_TIMEOUT_SECONDS,
-    )
+    try:
+        response = outbound.public_post(
+            issue.space.webhook_url,
+            data=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-Backoffice-Event": event_type,
+                "X-Backoffice-Signature": webhook_signature(
+                    issue.space.webhook_secret, timestamp, body
+                ),
+            },
+            timeout=WEBHOOK_TIMEOUT_SECONDS,
+        )
+    except outbound.UnsafeURL as exc:
+        logger.warning(
+            "webhook for issue %s of space %s not sent: %s",
+            issue.pk,
+            issue.space_id,
+            exc.code,
+            extra={"code": exc.code},
+        )
+        return False
     response.raise_for_status()
+    return True

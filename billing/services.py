@@ -19,6 +19,7 @@ from .exceptions import (
     NoChargeableCard,
     NotAllowed,
     SelfApprovalRefused,
+    SpaceMismatch,
 )
 from .models import TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
 
@@ -28,6 +29,10 @@ State = ChargeIssue.State
 # An attempt still pending after this long lost its worker (crash, timeout): reconcile it.
 # Longer than any provider call can take, so the original call cannot still land afterwards.
 RECONCILE_AFTER = timedelta(minutes=2)
+
+# 1. charge amount entry refuses a charge date further ahead than this (366 days, so the same
+# date next year is fine across a leap day).
+MAX_CHARGE_DATE_AHEAD = timedelta(days=366)
 
 
 # --- State machine ----------------------------------------------------------------------------
@@ -71,6 +76,10 @@ def _require(user, permission: str, issue: ChargeIssue) -> None:
 
 
 def _chargeable_card(customer: Customer, preferred: PaymentCard | None = None) -> PaymentCard:
+    if preferred is not None and (
+        preferred.customer_id != customer.pk or preferred.space_id != customer.space_id
+    ):
+        raise SpaceMismatch(code="card_other_customer")
     if preferred is not None and preferred.status == PaymentCard.Status.ACTIVE:
         return preferred
     card = customer.cards.filter(status=PaymentCard.Status.ACTIVE).order_by("-is_default").first()
@@ -95,7 +104,17 @@ def charge_issue_start(
     detail: dict | None = None,
 ) -> ChargeIssue:
     """Start an issue at "1. charge amount entry" with the customer's data inherited (name,
-    email, provider customer id, last 4), so the clerk enters only what is new."""
+    email, provider customer id, last 4), so the clerk enters only what is new.
+
+    The issue is in the customer's space; a card of another customer or space, or a start
+    event or past issue of another customer, is refused (SpaceMismatch), and PostgreSQL's
+    composite foreign keys refuse such a row too."""
+    for origin in (started_by_event, restarted_from):
+        if origin is not None and origin.customer_id != customer.pk:
+            raise SpaceMismatch(
+                "This charge can only be started for the customer it came from.",
+                code="origin_other_customer",
+            )
     card = _chargeable_card(customer, card)
     with transaction.atomic():
         issue = ChargeIssue.objects.create(
@@ -179,17 +198,25 @@ def charge_amount_enter(
     notification_body: str,
     charge_date=None,
 ) -> ChargeIssue:
-    """1. Charge amount entry: amount (decimal, in the currency's units), wording, date."""
+    """1. Charge amount entry: amount (decimal text in the currency's units, see
+    money.to_minor), wording, date. The amount lies between the provider's minimum for the
+    currency and the space's maximum; the charge date, if any, within the next year."""
     _require(acting_user, "billing.enter_amount", issue)
     try:
         minor = money.to_minor(amount, currency)
-        money.check_amount(minor, currency, maximum=issue.space.max_charge_minor)
+        money.check_amount(minor, currency, maximum=issue.space.max_charge_for(currency))
     except money.MoneyError as exc:
         raise InvalidAmount(str(exc), field="amount") from exc
     if charge_date is not None and charge_date < timezone.now():
         # A past date would charge the moment it is approved; say so instead of surprising.
         raise InvalidInput(
             "The charge date is in the past. Leave it empty to charge as soon as it is approved.",
+            field="charge_date",
+        )
+    if charge_date is not None and charge_date > timezone.now() + MAX_CHARGE_DATE_AHEAD:
+        # Almost always a typo in the year; a card may well have expired by then anyway.
+        raise InvalidInput(
+            "The charge date is more than a year ahead. Enter a date within the next year.",
             field="charge_date",
         )
     with transaction.atomic():
@@ -217,14 +244,48 @@ def charge_amount_enter(
     return issue
 
 
+def charge_issue_approval_refusal_record(*, issue_id: int, acting_user, code: str) -> None:
+    """Audit a refused approval (wrong role, another space, self-approval) on the issue.
+
+    Written in its own transaction (a savepoint inside a caller's), so the row survives the
+    error the caller raises next, as long as the caller does not roll its own back."""
+    comments = {
+        "wrong_role": "Approval refused: the user's role may not approve charges.",
+        "other_space": "Approval refused: the user does not work in this charge's space.",
+        "self_approval": "The user who entered the amount tried to approve it.",
+    }
+    with transaction.atomic():
+        issue = ChargeIssue.objects.select_for_update(of=("self",)).get(pk=issue_id)
+        _audit(
+            issue,
+            actor=acting_user if getattr(acting_user, "pk", None) else None,
+            action="approval_refused",
+            comment=comments.get(code, "Approval refused."),
+            detail={"reason": code},
+        )
+    logger.info(
+        "approval of issue %s refused for user %s: %s",
+        issue_id,
+        getattr(acting_user, "pk", None),
+        code,
+    )
+
+
 def charge_issue_approve(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
-    """The four-eyes check: someone other than the person who entered the amount approves."""
-    _require(acting_user, "billing.approve_charge", issue)
+    """The four-eyes check: someone other than the person who entered the amount approves.
+
+    Every refusal (wrong role, another space, self-approval) is audited on the issue."""
+    permission = "billing.approve_charge"
+    if not user_may_act_in_space(user=acting_user, permission=permission, space_id=issue.space_id):
+        reason = "other_space" if acting_user.has_perm(permission) else "wrong_role"
+        charge_issue_approval_refusal_record(
+            issue_id=issue.pk, acting_user=acting_user, code=reason
+        )
+        raise NotAllowed()
     if issue.entered_by_id is not None and issue.entered_by_id == acting_user.pk:
-        # The refusal is audited in its own transaction: it must survive the error.
-        with transaction.atomic():
-            _audit(_locked(issue), actor=acting_user, action="approval_refused",
-                   comment="The user who entered the amount tried to approve it.")  # fmt: skip
+        charge_issue_approval_refusal_record(
+            issue_id=issue.pk, acting_user=acting_user, code=SelfApprovalRefused.code
+        )
         raise SelfApprovalRefused()
     with transaction.atomic():
         issue = _locked(issue)

@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
-from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin
+from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard
@@ -29,7 +29,7 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "provider_customer_id",
         "created_at",
     )
-    list_filter = ("space", "preferred_language", "created_at")
+    list_filter = (("space", SpaceScopedFieldListFilter), "preferred_language", "created_at")
     search_fields = ("name", "email", "external_number", "cards__last4")
     list_select_related = ("space",)
     readonly_fields = ("provider_customer_id", "created_at", "updated_at")
@@ -48,6 +48,11 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(card_count=Count("cards", distinct=True))
+
+    def get_readonly_fields(self, request, obj=None):
+        # The space is chosen once, at creation: its cards and charges stay in it.
+        fields = super().get_readonly_fields(request, obj)
+        return fields if obj is None else ("space", *fields)
 
     @admin.display(description="cards", ordering="card_count")
     def card_count(self, obj):
@@ -106,7 +111,7 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "lookup_key",
         "created_at",
     )
-    list_filter = ("status", "brand", "is_default", "space")
+    list_filter = ("status", "brand", "is_default", ("space", SpaceScopedFieldListFilter))
     search_fields = (
         "last4",
         "customer__name",
@@ -133,7 +138,7 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
 @admin.register(CardInvitation)
 class CardInvitationAdmin(ReadOnlyScopedAdmin):
     list_display = ("customer", "created_by", "created_at", "expires_at", "used_at")
-    list_filter = ("space", "created_at")
+    list_filter = (("space", SpaceScopedFieldListFilter), "created_at")
     search_fields = ("customer__name", "customer__email")
     list_select_related = ("customer", "created_by")
 
@@ -141,6 +146,6 @@ class CardInvitationAdmin(ReadOnlyScopedAdmin):
 @admin.register(CardEvent)
 class CardEventAdmin(ReadOnlyScopedAdmin):
     list_display = ("created_at", "kind", "customer", "card", "acting_user", "dispatched_at")
-    list_filter = ("kind", "space", "created_at")
+    list_filter = ("kind", ("space", SpaceScopedFieldListFilter), "created_at")
     search_fields = ("customer__name", "customer__email", "card__last4")
     list_select_related = ("customer", "card", "acting_user")

@@ -35,3 +35,10 @@ class InvitationExpired(CardsError):
 class InvitationUsed(CardsError):
     code = "invitation_used"
     message = "This link has already been used to register a card. Each link works once."
+
+
+class SpaceMismatch(CardsError):
+    """Rows of different spaces would be joined (a customer moved, another space's card)."""
+
+    code = "space_mismatch"
+    message = "A customer stays in the space it was created in; its cards and charges belong there."

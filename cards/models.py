@@ -1,10 +1,13 @@
 import uuid
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
 from spaces.models import Space
+
+from .exceptions import SpaceMismatch
 
 # Provider brand codes -> the names seed 003's lookup key uses.
 BRAND_NAMES = {
@@ -58,11 +61,38 @@ class Customer(models.Model):
                 condition=~Q(external_number=""),
                 name="uniq_customer_external_number_per_space",
             ),
+            # Target of the composite foreign keys (cards, issues, invitations, registrations
+            # -> (customer, space)) that keep every row in its customer's space; see
+            # migrations/0002.
+            models.UniqueConstraint(fields=["id", "space"], name="uniq_customer_id_space"),
         ]
         indexes = [models.Index(fields=["space", "email"])]
 
     def __str__(self):
         return f"{self.name} <{self.email}>"
+
+    def save(self, *args, **kwargs):
+        # A customer's space is fixed at creation: moving it would leave its cards, issues and
+        # invitations in the old space. (PostgreSQL refuses it too once it has any of them.)
+        if self._space_changed():
+            raise SpaceMismatch(code="customer_space_fixed")
+        super().save(*args, **kwargs)
+        self._loaded_space_id = self.space_id
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        customer = super().from_db(db, field_names, values)
+        customer._loaded_space_id = customer.__dict__.get("space_id")
+        return customer
+
+    def _space_changed(self) -> bool:
+        loaded = getattr(self, "_loaded_space_id", None)
+        return loaded is not None and self.pk is not None and loaded != self.space_id
+
+    def clean(self):
+        super().clean()
+        if self._space_changed():
+            raise ValidationError({"space": SpaceMismatch.message})
 
     @property
     def customer_number(self) -> str:
@@ -95,6 +125,10 @@ class PaymentCard(models.Model):
                 fields=["customer"],
                 condition=Q(is_default=True),
                 name="one_default_card_per_customer",
+            ),
+            # Target of the issue -> (card, customer, space) composite foreign key.
+            models.UniqueConstraint(
+                fields=["id", "customer", "space"], name="uniq_paymentcard_id_customer_space"
             ),
         ]
 

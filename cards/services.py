@@ -73,16 +73,29 @@ def card_registration_complete(
     customer, attach the card as its default, and keep only brand, last 4, expiry and
     fingerprint. Exactly once per SetupIntent: a resubmitted page or a retried step returns
     the first registration and never makes a second provider customer or card.
+
+    A SetupIntent completes only the page it was made for: its provider metadata must name
+    this space and invitation (none for the public page), and one already registered is
+    returned only to the same space, invitation and (public page) email; anything else is
+    refused and changes nothing. A card whose expiry month has passed is refused before
+    anything is created for it at the provider or here.
+
+    The returned registration's `is_new` says whether this call made it (pages remember only
+    the registrations they made, see cards.views.done).
     """
-    existing = _registration_for(setup_intent_id, space)
+    existing = _registration_for(setup_intent_id, space=space, invitation=invitation, email=email)
     if existing is not None:
+        # Its metadata was checked at the provider when it was made, for this same page.
+        existing.is_new = False
         return existing
 
     intent = _verified_setup_intent(setup_intent_id, space=space, invitation=invitation)
+    details = _unexpired_card(intent)
     try:
-        return _register(
+        registration = _register(
             space=space,
             intent=intent,
+            details=details,
             name=name,
             email=email,
             language=language,
@@ -90,20 +103,43 @@ def card_registration_complete(
         )
     except IntegrityError:
         # A concurrent submission of the same SetupIntent committed first: use its result.
-        existing = _registration_for(setup_intent_id, space)
+        existing = _registration_for(
+            setup_intent_id, space=space, invitation=invitation, email=email
+        )
         if existing is None:
             raise
+        existing.is_new = False
         return existing
+    registration.is_new = True
+    return registration
 
 
-def _registration_for(setup_intent_id: str, space: Space) -> CardRegistration | None:
+SETUP_INTENT_FOREIGN_MESSAGE = (
+    "This card confirmation was made on another registration page, so it cannot be used here. "
+    "Nothing was saved; please enter your card again."
+)
+
+
+def _registration_for(
+    setup_intent_id: str, *, space: Space, invitation: CardInvitation | None, email: str
+) -> CardRegistration | None:
     registration = (
         CardRegistration.objects.select_related("customer", "card")
         .filter(setup_intent_id=setup_intent_id)
         .first()
     )
-    if registration is not None and registration.space_id != space.pk:
-        raise RegistrationRefused(code="setup_intent_other_space")
+    if registration is None:
+        return None
+    if registration.space_id != space.pk:
+        raise RegistrationRefused(SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_other_space")
+    if registration.invitation_id != (invitation.pk if invitation else None):
+        raise RegistrationRefused(
+            SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_other_invitation"
+        )
+    # The public page names its customer in the form: a replay of the same page carries the
+    # same email; another one would be handed someone else's registration.
+    if invitation is None and registration.customer.email.casefold() != email.casefold():
+        raise RegistrationRefused(SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_other_customer")
     return registration
 
 
@@ -119,13 +155,37 @@ def _verified_setup_intent(setup_intent_id, *, space, invitation) -> gateway.Set
         intent.metadata.get("space") != str(space.pk)
         or intent.metadata.get("invitation") != expected_invitation
     ):
-        raise RegistrationRefused(code="setup_intent_foreign")
+        raise RegistrationRefused(SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_foreign")
     if intent.status != "succeeded" or not intent.payment_method_id:
         raise RegistrationRefused(code=f"setup_intent_{intent.status}")
     return intent
 
 
-def _register(*, space, intent, name, email, language, invitation) -> CardRegistration:
+def _unexpired_card(intent: gateway.SetupIntent) -> gateway.CardDetails:
+    """The confirmed card's details, refused when its expiry month has passed.
+
+    Stripe declines an expired card when the SetupIntent is confirmed, but a stand-in (or a
+    card confirmed just before the month turned) may not: checked here before a provider
+    customer is made or the card attached, so nothing references it at the provider or here.
+    """
+    try:
+        details = gateway.payment_method_retrieve(intent.payment_method_id)
+    except gateway.ProviderError as exc:
+        logger.warning(
+            "card registration %s failed at the provider: %s", intent.id, exc.__class__.__name__
+        )
+        raise ProviderUnavailable() from exc
+    today = timezone.localdate()
+    if (details.exp_year, details.exp_month) < (today.year, today.month):
+        raise RegistrationRefused(
+            f"This card expired in {details.exp_month:02d}/{details.exp_year % 100:02d}. "
+            "Nothing was saved; please use a card that is still valid.",
+            code="card_expired",
+        )
+    return details
+
+
+def _register(*, space, intent, details, name, email, language, invitation) -> CardRegistration:
     # One transaction around the provider calls. This is not money: holding the lock for the
     # few calls serialises duplicate submissions (they wait on the unique setup_intent_id
     # inserted first) and a failure rolls back everything we stored. Provider objects left by a
@@ -136,6 +196,9 @@ def _register(*, space, intent, name, email, language, invitation) -> CardRegist
             if invitation.used_at is not None:
                 raise InvitationUsed()
             customer = Customer.objects.select_for_update().get(pk=invitation.customer_id)
+            if invitation.space_id != space.pk or customer.space_id != space.pk:
+                # An invitation (and its customer) registers cards in its own space only.
+                raise RegistrationRefused(code="invitation_other_space")
         else:
             customer = Customer.objects.create(
                 space=space,
@@ -151,7 +214,6 @@ def _register(*, space, intent, name, email, language, invitation) -> CardRegist
             if not customer.provider_customer_id:
                 customer.provider_customer_id = _provider_customer(customer, intent.id)
                 customer.save(update_fields=["provider_customer_id", "updated_at"])
-            details = gateway.payment_method_retrieve(intent.payment_method_id)
             if details.customer_id not in (None, customer.provider_customer_id):
                 raise RegistrationRefused(code="payment_method_other_customer")
             if details.customer_id is None:

@@ -111,7 +111,21 @@ def _complete(request, *, form, space, invitation=None, intent_url):
             error=error.message,
             intent_url=intent_url,
         )
+    if registration.is_new:
+        _remember_registration(request, registration)
     return redirect("cards:done", registration_ref=registration.public_id)
+
+
+# The "registered" page names the customer's email and card: only the browser that made the
+# registration may see it. The URL alone is not enough (it is shared, logged, bookmarked).
+SESSION_REGISTRATIONS = "cards_registrations"
+SESSION_REGISTRATIONS_KEPT = 5
+
+
+def _remember_registration(request, registration) -> None:
+    ref = str(registration.public_id)
+    kept = [r for r in request.session.get(SESSION_REGISTRATIONS, []) if r != ref]
+    request.session[SESSION_REGISTRATIONS] = [*kept, ref][-SESSION_REGISTRATIONS_KEPT:]
 
 
 @hosted_page
@@ -151,6 +165,7 @@ def invitation(request, invitation_ref, token):
     )
 
 
+@hosted_page
 @registration_rate_limited
 @require_POST
 def setup_intent(request, space_slug):
@@ -158,6 +173,7 @@ def setup_intent(request, space_slug):
     return _setup_intent_response(space=space)
 
 
+@hosted_page
 @registration_rate_limited
 @require_POST
 def invitation_setup_intent(request, invitation_ref, token):
@@ -178,6 +194,10 @@ def _setup_intent_response(*, space, invitation=None):
 
 @hosted_page
 def done(request, registration_ref):
+    # Another browser gets the same 404 as an unknown reference: it learns nothing, not even
+    # that the registration exists.
+    if str(registration_ref) not in request.session.get(SESSION_REGISTRATIONS, []):
+        raise Http404("No such registration.")
     registration = selectors.card_registration_get(public_id=registration_ref)
     if registration is None:
         raise Http404("No such registration.")

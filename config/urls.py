@@ -7,8 +7,16 @@ admin.site.site_header = "Charging back office"
 admin.site.site_title = "Charging back office"
 admin.site.index_title = "Back office"
 
+# Styled pages, JSON under /api/, hosted headers under /register/ (see config/views.py).
+handler400 = "config.views.bad_request"
+handler403 = "config.views.permission_denied"
+handler404 = "config.views.page_not_found"
+handler500 = "config.views.server_error"
+
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    # Before the admin site, whose catch-all would otherwise answer these paths.
+    path("admin/two-factor/", include("spaces.otp_urls")),
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
     path("api/v1/", include("billing.urls")),

@@ -1,12 +1,49 @@
-from django.contrib import admin
+from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
+from axes.models import AccessAttempt, AccessFailureLog, AccessLog
+from django.contrib import admin, messages
+from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+from django_otp.plugins.otp_static.models import StaticDevice
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from .models import Space, SpaceMembership
+from core.admin import ObjectIdAdminMixin
+
+from . import services, twofactor
+from .models import Space, SpaceChargeLimit, SpaceEvent, SpaceMembership
 from .selectors import space_list_for_user
 
 
-class SpaceScopedAdminMixin:
-    """Staff see and pick only rows of their own spaces.
+class SpaceScopedFieldListFilter(admin.RelatedFieldListFilter):
+    """A changelist filter on a relation ("space", "customer", ...) that offers only rows of
+    the user's own spaces: the plain filter lists every space's (or customer's) name.
+
+    Use it as `list_filter = (("space", SpaceScopedFieldListFilter), ...)`. The related model
+    is a Space or has a `space` field.
+    """
+
+    def field_choices(self, field, request, model_admin):
+        spaces = space_list_for_user(user=request.user).values("pk")
+        related = field.related_model
+        if related is Space:
+            scope = {"pk__in": spaces}
+        elif any(f.name == "space" for f in related._meta.get_fields()):
+            scope = {"space__in": spaces}
+        else:
+            raise ImproperlyConfigured(f"{related.__name__} belongs to no space.")
+        ordering = self.field_admin_ordering(field, request, model_admin)
+        return field.get_choices(include_blank=False, ordering=ordering, limit_choices_to=scope)
+
+
+class SpaceScopedAdminMixin(ObjectIdAdminMixin):
+    """Staff see and pick only rows of their own spaces (and a malformed object id in a URL
+    is a 404, see core.admin).
 
     `space_field` is the lookup from the model to its Space ("space", "issue__space", ...);
     None means the model is the Space itself.
@@ -24,8 +61,15 @@ class SpaceScopedAdminMixin:
         return queryset.filter(**{f"{self.space_field}__in": spaces.values("pk")})
 
     def formfield_for_foreignkey(self, db_field, request, **kwargs):
-        if db_field.related_model is Space and not request.user.is_superuser:
-            kwargs["queryset"] = space_list_for_user(user=request.user)
+        if not request.user.is_superuser:
+            related = db_field.related_model
+            if related is Space:
+                kwargs["queryset"] = space_list_for_user(user=request.user)
+            elif any(f.name == "space" for f in related._meta.get_fields()):
+                # Any other space's row (a customer, a card) is never offered either.
+                kwargs["queryset"] = related._default_manager.filter(
+                    space__in=space_list_for_user(user=request.user).values("pk")
+                )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
@@ -33,6 +77,35 @@ class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     """Rows only services write (audit trails, provider data): staff look, never edit here."""
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class SpaceChargeLimitInline(admin.TabularInline):
+    model = SpaceChargeLimit
+    extra = 0
+    fields = ("currency", "max_charge_minor")
+
+
+class SpaceEventInline(admin.TabularInline):
+    """Changes to settings no one can read back (the webhook secret). Only services write it."""
+
+    model = SpaceEvent
+    verbose_name_plural = "history of the webhook secret"
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "action", "actor")
+    readonly_fields = fields
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("spaces.view_space")
+
+    def has_add_permission(self, request, obj=None):
         return False
 
     def has_change_permission(self, request, obj=None):
@@ -50,11 +123,184 @@ class SpaceAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     readonly_fields = ("created_at",)
     prepopulated_fields = {"slug": ("name",)}
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    inlines = [SpaceChargeLimitInline, SpaceEventInline]
+    actions = ["rotate_webhook_secret"]
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        url_is_new = "webhook_url" in form.changed_data and obj.webhook_url
+        if change and url_is_new and not form.initial.get("webhook_url"):
+            # A first webhook URL gets a fresh secret, shown now: the one made with the space
+            # was never shown to anybody.
+            _, secret = services.space_webhook_secret_rotate(space=obj, acting_user=request.user)
+            self._show_secret(request, obj, secret)
+        elif not change and obj.webhook_url:
+            self._show_secret(request, obj, obj.webhook_secret)
+
+    def _show_secret(self, request, space, secret):
+        messages.success(
+            request,
+            f"The webhook signing secret of {space} is {secret} — Copy it now, it is not shown "
+            "again (rotate it to get a new one).",
+        )
+
+    @admin.action(description="Rotate the webhook signing secret", permissions=["change"])
+    def rotate_webhook_secret(self, request, queryset):
+        for space in queryset:
+            try:
+                _, secret = services.space_webhook_secret_rotate(
+                    space=space, acting_user=request.user
+                )
+            except services.SpaceError as exc:
+                self.message_user(request, f"{space}: {exc.message}", messages.ERROR)
+                continue
+            self._show_secret(request, space, secret)
 
 
 @admin.register(SpaceMembership)
 class SpaceMembershipAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "space", "created_at")
-    list_filter = ("space",)
+    list_filter = (("space", SpaceScopedFieldListFilter),)
     list_select_related = ("user", "space")
     search_fields = ("user__username", "user__email", "space__name")
+
+
+# --- Global schedules -------------------------------------------------------------------------
+
+
+class SuperuserOnlyAdminMixin:
+    """For rows that belong to no space and act on all of them (the beat schedules): a space's
+    admin must not be able to stop the charging of every space, so only superusers see them."""
+
+    def _superuser(self, request) -> bool:
+        return request.user.is_active and request.user.is_superuser
+
+    def has_module_permission(self, request):
+        return self._superuser(request)
+
+    def has_view_permission(self, request, obj=None):
+        return self._superuser(request)
+
+    def has_add_permission(self, request, *args):
+        return self._superuser(request)
+
+    def has_change_permission(self, request, obj=None):
+        return self._superuser(request)
+
+    def has_delete_permission(self, request, obj=None):
+        return self._superuser(request)
+
+
+# django_celery_beat comes before this app in INSTALLED_APPS, so its admins are registered by
+# now: replace each with the same admin behind the superuser check.
+for _model in (PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
+    _beat_admin = type(admin.site.get_model_admin(_model))
+    admin.site.unregister(_model)
+    admin.site.register(
+        _model,
+        type(f"SuperuserOnly{_beat_admin.__name__}", (SuperuserOnlyAdminMixin, _beat_admin), {}),
+    )
+
+
+# --- Staff accounts: second factors and login lockout (spaces/twofactor.py, django-axes) ------
+
+
+@admin.action(description="Reset the second factor of the selected users", permissions=["reset"])
+def reset_second_factor(modeladmin, request, queryset):
+    users = {device.user for device in queryset.select_related("user")}
+    for user in sorted(users, key=lambda u: u.get_username()):
+        try:
+            twofactor.second_factor_reset(user=user, acting_user=request.user)
+        except twofactor.TwoFactorError as exc:
+            modeladmin.message_user(request, exc.message, messages.ERROR)
+        else:
+            modeladmin.message_user(
+                request,
+                f"The second factor of {user.get_username()} was reset: they set up a new one "
+                "at their next login.",
+                messages.SUCCESS,
+            )
+
+
+class StaffSecondFactorAdmin(admin.ModelAdmin):
+    """Who has an authenticator, for superusers and for admins of the users' spaces; the one
+    change offered is a reset (audited in the admin log). Replaces django-otp's own admin,
+    which shows superusers each secret as a QR code and lets anyone with the permission edit
+    devices."""
+
+    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    list_filter = ("confirmed",)
+    list_select_related = ("user",)
+    search_fields = ("user__username", "user__email")
+    fields = ("user", "name", "confirmed", "created_at", "last_used_at")
+    actions = [reset_second_factor]
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        spaces = space_list_for_user(user=request.user).values("pk")
+        return queryset.filter(
+            user__space_memberships__space__in=spaces, user__is_superuser=False
+        ).distinct()
+
+    def has_reset_permission(self, request):
+        return request.user.has_perm(twofactor.RESET_PERMISSION)
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        # A reset removes the recovery codes too; a plain delete would leave them behind.
+        return False
+
+
+class SuperuserReadOnlyAdminMixin:
+    """Login audit rows (django-axes): superusers look, nobody edits. They name users and
+    addresses of every space, so space admins never see them."""
+
+    def has_module_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.is_active and request.user.is_superuser
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class LockoutAttemptAdmin(SuperuserReadOnlyAdminMixin, AccessAttemptAdmin):
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a username's or address's attempts is how a superuser lifts a lockout early.
+        return request.user.is_active and request.user.is_superuser
+
+
+# django-otp and axes come before this app in INSTALLED_APPS, so their admins are registered
+# by now. StaticDevice (recovery codes in clear) gets no admin page at all.
+for _model, _model_admin in (
+    (TOTPDevice, StaffSecondFactorAdmin),
+    (StaticDevice, None),
+    (AccessAttempt, LockoutAttemptAdmin),
+    (AccessLog, type("AccessLogReadOnlyAdmin", (SuperuserReadOnlyAdminMixin, AccessLogAdmin), {})),
+    (
+        AccessFailureLog,
+        type(
+            "AccessFailureLogReadOnlyAdmin",
+            (SuperuserReadOnlyAdminMixin, AccessFailureLogAdmin),
+            {},
+        ),
+    ),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    if _model_admin is not None:
+        admin.site.register(_model, _model_admin)

@@ -1,5 +1,27 @@
+import secrets
+
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator
 from django.db import models
+from django.db.models import Q
+
+from core.currencies import CURRENCY_CHOICES
+from core.outbound import UnsafeURL, public_url_check
+
+
+def webhook_secret_new() -> str:
+    """A fresh webhook signing secret: 256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def validate_webhook_url(url: str) -> None:
+    """https only (unless WEBHOOK_ALLOW_HTTP), and the host must resolve to public addresses
+    only: never our own network. Delivery checks again (see billing.notifications)."""
+    try:
+        public_url_check(url)
+    except UnsafeURL as exc:
+        raise ValidationError(exc.message, code=exc.code) from None
 
 
 class Space(models.Model):
@@ -8,7 +30,10 @@ class Space(models.Model):
     name = models.CharField(max_length=120)
     slug = models.SlugField(max_length=60, unique=True)
     default_currency = models.CharField(
-        max_length=3, default="EUR", help_text="ISO 4217 code used when none is given."
+        max_length=3,
+        choices=CURRENCY_CHOICES,
+        default="EUR",
+        help_text="ISO 4217 code used when none is given.",
     )
     public_card_registration = models.BooleanField(
         default=True,
@@ -18,25 +43,94 @@ class Space(models.Model):
     max_charge_minor = models.BigIntegerField(
         "maximum charge (minor units)",
         default=1_000_000,
+        validators=[MinValueValidator(1)],
         help_text="Largest amount one charge may have, in minor units of the charged currency "
-        "(1000000 = 10,000.00 EUR, or 1,000,000 JPY).",
+        "(1000000 = 10,000.00 EUR, or 1,000,000 JPY), for every currency without its own "
+        "maximum below.",
     )
     webhook_url = models.URLField(
         blank=True,
-        help_text="Receives signed JSON events when a charging issue succeeds or fails.",
+        validators=[validate_webhook_url],
+        help_text="Receives signed JSON events when a charging issue succeeds or fails. "
+        "https only; it must be reachable on the public internet.",
     )
+    # Generated, never typed in and never shown again after the message that follows its
+    # creation or rotation (see spaces.services.space_webhook_secret_rotate).
     webhook_secret = models.CharField(
         max_length=64,
-        blank=True,
+        default=webhook_secret_new,
+        editable=False,
         help_text="Shared secret for the webhook signature (HMAC-SHA256).",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_charge_minor__gt=0), name="space_max_charge_positive"
+            ),
+            models.CheckConstraint(
+                condition=~Q(webhook_secret=""), name="space_webhook_secret_set"
+            ),
+        ]
 
     def __str__(self):
         return self.name
+
+    def max_charge_for(self, currency: str) -> int:
+        """The largest amount (minor units) one charge in `currency` may have: the currency's
+        own maximum if the space set one, else max_charge_minor."""
+        limit = self.charge_limits.filter(currency=currency.upper()).first()
+        return limit.max_charge_minor if limit else self.max_charge_minor
+
+
+class SpaceChargeLimit(models.Model):
+    """A space's maximum charge in one currency (minor units of that currency)."""
+
+    space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="charge_limits")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
+    max_charge_minor = models.BigIntegerField(
+        "maximum charge (minor units)",
+        validators=[MinValueValidator(1)],
+        help_text="E.g. 1000000 = 10,000.00 EUR, or 1,000,000 JPY.",
+    )
+
+    class Meta:
+        verbose_name = "maximum charge per currency"
+        verbose_name_plural = "maximum charges per currency"
+        ordering = ["currency"]
+        constraints = [
+            models.UniqueConstraint(fields=["space", "currency"], name="uniq_space_charge_limit"),
+            models.CheckConstraint(
+                condition=Q(max_charge_minor__gt=0), name="space_charge_limit_positive"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.currency} {self.max_charge_minor}"
+
+
+class SpaceEvent(models.Model):
+    """Audit trail of changes to a space's settings that staff cannot see afterwards (the
+    webhook secret): who, when, what. Written by services in the same transaction."""
+
+    class Action(models.TextChoices):
+        WEBHOOK_SECRET_ROTATED = "webhook_secret_rotated", "Webhook secret rotated"
+
+    space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="events")
+    action = models.CharField(max_length=40, choices=Action.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.get_action_display()} – {self.space}"
 
 
 class SpaceMembership(models.Model):

@@ -2,7 +2,8 @@
 
 - clerk:    enters charge amounts
 - approver: checks and approves what a clerk entered
-- admin:    configures spaces' charge flows, recurring lines and schedules
+- admin:    configures their spaces' charge flows and recurring lines (the global beat
+            schedules are for superusers only)
 
 Later apps add their model permissions to ROLE_PERMISSIONS; sync_roles() makes the groups match.
 """
@@ -47,11 +48,17 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "cards.change_customer",
         "cards.add_cardinvitation",
         "spaces.change_space",
+        "spaces.view_spacechargelimit",
+        "spaces.add_spacechargelimit",
+        "spaces.change_spacechargelimit",
+        "spaces.delete_spacechargelimit",
         "spaces.view_spacemembership",
-        "django_celery_beat.view_periodictask",
-        "django_celery_beat.change_periodictask",
-        "django_celery_beat.view_crontabschedule",
-        "django_celery_beat.view_intervalschedule",
+        # Staff second factors of their spaces' users: list them, and reset a lost one
+        # (spaces.twofactor.second_factor_reset); secrets are never shown.
+        "otp_totp.view_totpdevice",
+        "otp_totp.delete_totpdevice",
+        # No django_celery_beat permission: the schedules run for every space, so only
+        # superusers see or change them (spaces/admin.py).
     },
 }
 

@@ -2,12 +2,23 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from .models import Space, SpaceMembership
+from .models import Space, SpaceEvent, SpaceMembership, webhook_secret_new
 from .roles import ROLES, sync_roles
+from .selectors import user_may_act_in_space
 
 
 class SpaceError(Exception):
+    """A rule was broken. `message` is safe to show; `code` is for logs."""
+
     code = "space_error"
+    message = "This space cannot be changed that way."
+
+    def __init__(self, message: str | None = None, *, code: str | None = None):
+        if message:
+            self.message = message
+        if code:
+            self.code = code
+        super().__init__(self.message)
 
 
 def space_get_or_create(*, slug: str, name: str, default_currency: str = "EUR") -> Space:
@@ -33,3 +44,23 @@ def staff_user_ensure(*, username: str, password: str, role: str, spaces: list[S
     for space in spaces:
         SpaceMembership.objects.get_or_create(space=space, user=user)
     return user
+
+
+def space_webhook_secret_rotate(*, space: Space, acting_user) -> tuple[Space, str]:
+    """Give the space a new webhook signing secret and return it: the caller shows it once, it
+    is never displayed again. Events signed from now on use the new secret. Audited."""
+    if not user_may_act_in_space(
+        user=acting_user, permission="spaces.change_space", space_id=space.pk
+    ):
+        raise SpaceError("You are not allowed to change this space.", code="not_allowed")
+    secret = webhook_secret_new()
+    with transaction.atomic():
+        space = Space.objects.select_for_update().get(pk=space.pk)
+        space.webhook_secret = secret
+        space.save(update_fields=["webhook_secret"])
+        SpaceEvent.objects.create(
+            space=space,
+            action=SpaceEvent.Action.WEBHOOK_SECRET_ROTATED,
+            actor=acting_user,
+        )
+    return space, secret

@@ -140,7 +140,14 @@ def _clear_shared_cache():
         cache.clear()
 
 
-def confirm_setup_intent(server: LocalStripe, client_secret: str, number: str) -> dict:
+def confirm_setup_intent(
+    server: LocalStripe,
+    client_secret: str,
+    number: str,
+    *,
+    exp_month: int = 6,
+    exp_year: int = 2034,
+) -> dict:
     """Do what Stripe.js does in the customer's browser: confirm the SetupIntent with a card,
     talking to the provider directly with the publishable key. Returns the provider's answer."""
     from django.conf import settings
@@ -153,7 +160,12 @@ def confirm_setup_intent(server: LocalStripe, client_secret: str, number: str) -
             "client_secret": client_secret,
             "payment_method_data": {
                 "type": "card",
-                "card": {"number": number, "exp_month": 6, "exp_year": 2034, "cvc": "123"},
+                "card": {
+                    "number": number,
+                    "exp_month": exp_month,
+                    "exp_year": exp_year,
+                    "cvc": "123",
+                },
             },
         },
         timeout=10,

@@ -4,6 +4,7 @@ Secrets have no default here: local.py and test.py set harmless development valu
 importing this module, production.py sets none.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -21,6 +22,8 @@ SECRET_KEY = env("SECRET_KEY")
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+# The project's 403 page (JSON under /api/, hosted headers under /register/), not Django's.
+CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -32,6 +35,12 @@ INSTALLED_APPS = [
     "crispy_forms",
     "crispy_bootstrap5",
     "django_celery_beat",
+    # Staff second factor (TOTP, recovery codes) and login lockout; before our apps so that
+    # spaces/admin.py can replace their admin pages.
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",
+    "axes",
     "core",
     "spaces",
     "cards",
@@ -41,14 +50,23 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Response-only, so it can sit this early: every answer gets X-Frame-Options, the card
+    # guard's refusals and other early returns included.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Before sessions and CSRF: a request carrying a card number is refused untouched.
-    "cards.middleware.CardNumberGuardMiddleware",
+    "core.middleware.CardNumberGuardMiddleware",
+    # A NUL in the path or query string is a 400 before a queryset sends it to PostgreSQL.
+    "core.request_checks.NullByteGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # After OTPMiddleware: sends staff who passed only the password to verify or enrol.
+    "spaces.middleware.StaffSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns a login that axes refused into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -93,6 +111,31 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "admin:login"
+# Axes first: it refuses a locked-out username or address before any password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Staff accounts: second factor and login lockout -----------------------------------------
+# Approvers, admins and superusers confirm a TOTP device before they see any admin page; staff
+# who enrolled (clerks may) are always asked for it. On unless the environment says otherwise:
+# local.py and test.py switch it off so demo users and test fixtures log in with a password.
+STAFF_2FA_REQUIRED = env.bool("STAFF_2FA_REQUIRED", default=True)
+OTP_TOTP_ISSUER = "Charging back office"
+# Authenticator secrets are never shown again after enrolment, not even to superusers.
+OTP_ADMIN_HIDE_SENSITIVE_DATA = True
+# django-axes: this many failed logins lock the username and, separately, the client address
+# (REMOTE_ADDR, as for the card registration rate limit) for the cool-off time after the last
+# failure. AccessAttempt/AccessFailureLog/AccessLog rows are the audit trail.
+AXES_FAILURE_LIMIT = env.int("AXES_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("AXES_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_LOCKOUT_CALLABLE = "spaces.otp_views.lockout"
+AXES_ENABLE_ACCESS_FAILURE_LOG = True
+# A success must not wipe the address's failures: one known account would otherwise let an
+# attacker reset the counter while guessing other accounts' passwords.
+AXES_RESET_ON_SUCCESS = False
 
 # --- I18n -------------------------------------------------------------------------------------
 LANGUAGE_CODE = env("LANGUAGE_CODE", default="en")
@@ -129,6 +172,14 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 # Card registration POSTs allowed per client IP in each window (seconds), on the shared cache.
 CARD_REGISTRATION_RATE_LIMIT = env.int("CARD_REGISTRATION_RATE_LIMIT", default=20)
 CARD_REGISTRATION_RATE_WINDOW = env.int("CARD_REGISTRATION_RATE_WINDOW", default=600)
+
+# --- Outbound webhooks (core/outbound.py) -----------------------------------------------------
+# Plain http:// webhook URLs: refused unless this is on (local run and tests turn it on).
+WEBHOOK_ALLOW_HTTP = env.bool("WEBHOOK_ALLOW_HTTP", default=False)
+# Non-public networks webhooks may still reach, e.g. "127.0.0.0/8" for a receiver on this
+# machine. Empty everywhere by default: loopback, private, link-local (cloud metadata),
+# multicast and reserved addresses are refused when saved and again before each delivery.
+WEBHOOK_ALLOWED_PRIVATE_NETWORKS = env.list("WEBHOOK_ALLOWED_PRIVATE_NETWORKS", default=[])
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
@@ -168,15 +219,29 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# Every record goes through a handler with the card-number mask (core/logging.py): Django's
+# own loggers ("django", "django.server") and Celery's are emptied of the handlers their
+# defaults give them and propagate to the root's (see also config/celery.py). A new handler
+# must list the filter too (tests/core/test_logging.py checks).
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {"mask_card_numbers": {"()": "core.logging.CardNumberMaskingFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["mask_card_numbers"],
+        },
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
+        "django": {"handlers": [], "level": "INFO", "propagate": True},
+        "django.server": {"handlers": [], "level": "INFO", "propagate": True},
+        "celery": {"handlers": [], "propagate": True},
         # The SDK logs request bodies at DEBUG; keep it quiet whatever LOG_LEVEL says.
         "stripe": {"level": "WARNING"},
     },

@@ -18,6 +18,11 @@ os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_localstripe")
 _LOCALSTRIPE = f"http://127.0.0.1:{os.environ.get('LOCALSTRIPE_PORT', '8420')}"
 os.environ.setdefault("STRIPE_API_BASE", _LOCALSTRIPE)
 os.environ.setdefault("STRIPE_JS_URL", f"{_LOCALSTRIPE}/js.stripe.com/v3/")
+# A webhook receiver on a developer's machine is usually plain http.
+os.environ.setdefault("WEBHOOK_ALLOW_HTTP", "true")
+# The demo users (clerk, approver, admin) log in with their password only; set it to true to
+# try enrolment and the second-factor step locally.
+os.environ.setdefault("STAFF_2FA_REQUIRED", "false")
 # Empty means "use the embedded broker" below; Redis when the variable is set.
 os.environ.setdefault("CELERY_BROKER_URL", "")
 

@@ -15,10 +15,15 @@ os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_localstripe")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver")
 os.environ.setdefault("EMAIL_URL", "memorymail://")
 os.environ.setdefault("PUBLIC_BASE_URL", "http://testserver")
+# Tests receive webhooks on a plain-http loopback server; which networks are allowed stays the
+# production default (none): the webhook tests allow 127.0.0.0/8 themselves.
+os.environ.setdefault("WEBHOOK_ALLOW_HTTP", "true")
 
 from .base import *  # noqa: E402
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Fixtures log in with a password (or force_login); the second-factor tests switch it on.
+STAFF_2FA_REQUIRED = False
 STRIPE_TIMEOUT_SECONDS = 5.0
 # Tasks sent on commit run inline, so a test sees their effects (emails, dispatched events).
 # The embedded and Redis brokers themselves are exercised by tests/test_make_run.py.

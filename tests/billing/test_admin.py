@@ -1,5 +1,7 @@
 """The charging issue's admin pages and step views, driven through the test client."""
 
+from datetime import timedelta
+
 import pytest
 from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
@@ -7,6 +9,7 @@ from django.core import mail
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
 from billing import services
 from billing.exceptions import SelfApprovalRefused
@@ -45,10 +48,19 @@ def messages_of(response):
 
 
 def snapshot(issue):
-    """Every stored field of an issue plus its event count, to show nothing changed."""
+    """Every stored field of an issue plus its event count, to show nothing changed. A refused
+    approval's own audit row does not count as a change (tests assert it separately)."""
     fresh = ChargeIssue.objects.get(pk=issue.pk)
     fields = {f.attname: getattr(fresh, f.attname) for f in ChargeIssue._meta.concrete_fields}
-    return fields, fresh.events.count()
+    return fields, fresh.events.exclude(action="approval_refused").count()
+
+
+def refused_approvals(issue) -> list[tuple[str, str]]:
+    """(user, reason) of every refused approval audited on the issue."""
+    return [
+        (event.actor.username, event.detail["reason"])
+        for event in issue.events.filter(action="approval_refused").select_related("actor")
+    ]
 
 
 @pytest.fixture
@@ -107,12 +119,16 @@ def test_clerk_enters_the_amount_through_the_step_view(client, clerk, issue):
 
 def test_a_charge_date_is_stored(client, clerk, issue):
     client.force_login(clerk)
+    when = (timezone.now() + timedelta(days=200)).replace(second=0, microsecond=0)
 
-    client.post(step_url("enter_amount", issue), {**ENTRY, "charge_date": "2031-05-04T10:30"})
+    client.post(
+        step_url("enter_amount", issue),
+        {**ENTRY, "charge_date": when.strftime("%Y-%m-%dT%H:%M")},
+    )
 
     issue.refresh_from_db()
     assert issue.state == State.AWAITING_APPROVAL
-    assert (issue.charge_date.year, issue.charge_date.month, issue.charge_date.day) == (2031, 5, 4)
+    assert issue.charge_date == when
 
 
 @pytest.mark.parametrize(
@@ -123,7 +139,24 @@ def test_a_charge_date_is_stored(client, clerk, issue):
         ("0", "EUR", "The amount must be more than zero."),
         ("12.5", "JPY", "JPY has no decimal places: enter a whole amount."),
         ("10000.01", "EUR", "The amount is above this space's maximum of 10,000.00 EUR."),
-        ("abc", "EUR", "Enter a number."),
+        ("abc", "EUR", "Enter the amount as a number, e.g. 12.50."),
+        # What the API refuses, the admin refuses: other scripts' digits, spaces around it.
+        ("１２.５０", "EUR", "Enter the amount as a number, e.g. 12.50."),
+        ("١٢.٥٠", "EUR", "Enter the amount as a number, e.g. 12.50."),
+        (" 12.50", "EUR", "Enter the amount without spaces around it, e.g. 12.50."),
+        ("12.50 ", "EUR", "Enter the amount without spaces around it, e.g. 12.50."),
+        # Below the provider's minimum charge for the currency.
+        (
+            "0.49",
+            "EUR",
+            "The amount is below the smallest charge our payment provider accepts in EUR: "
+            "0.50 EUR.",
+        ),
+        (
+            "49",
+            "JPY",
+            "The amount is below the smallest charge our payment provider accepts in JPY: 50 JPY.",
+        ),
     ],
 )
 def test_a_bad_amount_is_shown_on_the_field_and_changes_nothing(
@@ -210,6 +243,8 @@ def test_the_clerk_cannot_approve(client, clerk, issue):
     assert page.status_code == 403 and post.status_code == 403
     assert snapshot(issue) == before
     assert b'id="step-approval"' not in change.content
+    # The refused POST (not the page view) is audited on the issue.
+    assert refused_approvals(issue) == [(clerk.username, "wrong_role")]
 
 
 def test_whoever_entered_the_amount_is_refused_approval_and_it_is_audited(client, space, issue):
@@ -330,6 +365,8 @@ def test_another_spaces_issue_is_404_on_every_step_url(client, space, register_c
         client.get(reverse("admin:billing_chargeissue_changelist")).context["cl"].result_count == 0
     )
     assert snapshot(foreign) == before
+    # The POST to its approval step is audited on that issue; the user still saw only a 404.
+    assert refused_approvals(foreign) == [("both", "other_space")]
 
 
 def test_buttons_follow_the_state_and_the_role(client, clerk, approver, issue):
@@ -444,3 +481,70 @@ def test_attempts_are_listed_for_the_own_space_only(
     assert [a.issue for a in listing.context["cl"].result_list] == [issue]
     assert "49.90 EUR" in listing.content.decode()
     assert add.status_code == 403
+
+
+def test_a_charge_date_more_than_a_year_ahead_is_refused_on_its_field(client, clerk, issue):
+    client.force_login(clerk)
+    before = snapshot(issue)
+    far = timezone.now() + timedelta(days=400)
+
+    response = client.post(
+        step_url("enter_amount", issue),
+        {**ENTRY, "charge_date": far.strftime("%Y-%m-%dT%H:%M")},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors["charge_date"] == [
+        "The charge date is more than a year ahead. Enter a date within the next year."
+    ]
+    assert snapshot(issue) == before
+
+
+# --- Object ids that cannot be one ------------------------------------------------------------
+
+MALFORMED_ID_URLS = [
+    ("get", "/admin/billing/chargeissue/abc/history/"),
+    ("get", "/admin/billing/chargeissue/abc/change/"),
+    ("get", "/admin/billing/chargeissue/abc/delete/"),
+    ("get", "/admin/billing/chargeissue/abc/"),
+    ("get", "/admin/billing/chargeissue/abc/enter-amount/"),
+    ("get", "/admin/billing/chargeissue/abc/enter_amount/"),
+    ("get", "/admin/billing/chargeissue/abc/approval/"),
+    ("post", "/admin/billing/chargeissue/abc/approval/"),
+    ("get", "/admin/billing/chargeissue/abc/cancel/"),
+    ("post", "/admin/billing/chargeissue/abc/restart/"),
+    ("get", "/admin/billing/chargeissue/%ff/history/"),
+    ("get", "/admin/billing/chargeissue/1.5/change/"),
+    ("get", "/admin/billing/chargeissue/1/nonsense/"),
+    ("get", "/admin/billing/chargeattempt/abc/change/"),
+    ("get", "/admin/billing/apikey/abc/change/"),
+    ("get", "/admin/cards/customer/abc/change/"),
+    ("post", "/admin/cards/customer/abc/change/"),
+    ("get", "/admin/cards/customer/abc/history/"),
+    ("get", "/admin/cards/customer/abc/delete/"),
+    ("get", "/admin/cards/paymentcard/abc/change/"),
+    ("get", "/admin/spaces/space/abc/change/"),
+    ("get", "/admin/spaces/spacemembership/abc/history/"),
+]
+
+
+@pytest.fixture(params=["superuser", "clerk"])
+def admin_user(request, django_user_model, space):
+    if request.param == "superuser":
+        return django_user_model.objects.create_superuser("root", "root@example.test", "x")
+    return StaffUserFactory(username="clerk9", role=CLERK, spaces=[space])
+
+
+@pytest.mark.parametrize(("method", "url"), MALFORMED_ID_URLS)
+def test_an_object_id_that_cannot_be_one_is_a_404_on_every_admin_url(
+    client, admin_user, issue, method, url
+):
+    client.force_login(admin_user)
+    client.raise_request_exception = False
+
+    response = getattr(client, method)(url)
+
+    assert response.status_code == 404, (url, response.status_code, response.get("Location"))
+    # The admin's own "not found" page, with a way back into the admin.
+    assert response.templates[0].name == "admin/error_page.html"
+    assert 'id="error-back"' in response.content.decode()

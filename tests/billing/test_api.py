@@ -44,7 +44,10 @@ def customer(space):
 
 
 def _post(client, body, key, *, idempotency_key=None, raw=None):
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    # Content-Type as a header too: the test client leaves it out when the body is empty.
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["Authorization"] = f"Bearer {key}"
     if idempotency_key is not None:
         headers["Idempotency-Key"] = idempotency_key
     data = raw if raw is not None else json.dumps(body)
@@ -509,3 +512,111 @@ def test_admins_see_only_their_spaces_keys(client, api_key):
     listing = client.get(reverse("admin:billing_apikey_changelist"))
 
     assert listing.status_code == 200 and list(listing.context["cl"].result_list) == []
+
+
+# --- Media type, size and amounts -------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (None, b'{"customer": "C-1001"}'),
+        ("text/plain", b'{"customer": "C-1001"}'),
+        ("application/x-www-form-urlencoded", b"customer=C-1001"),
+        (
+            "multipart/form-data; boundary=xx",
+            b'--xx\r\nContent-Disposition: form-data; name="customer"\r\n\r\nC-1001\r\n--xx--\r\n',
+        ),  # noqa: E501
+        ("application/json; charset=latin-1", b'{"customer": "C-1001"}'),
+        ("application/jsonp", b'{"customer": "C-1001"}'),
+    ],
+)
+def test_a_body_that_is_not_json_is_415(client, api_key, customer, content_type, body):
+    headers = {"Authorization": f"Bearer {api_key[1]}"}
+    meta = {"CONTENT_TYPE": content_type} if content_type else {}
+
+    response = client.generic("POST", URL, body, headers=headers, **meta)
+
+    assert response.status_code == 415, response.content
+    assert response.json() == {
+        "error": "Send the body as JSON in UTF-8, with Content-Type: application/json.",
+        "code": "unsupported_media_type",
+    }
+    assert not ChargeIssue.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=utf-8", "Application/JSON; charset=UTF-8"]
+)
+def test_json_with_a_utf8_charset_is_accepted(client, api_key, customer, content_type):
+    response = client.post(
+        URL,
+        data=json.dumps({"customer": "C-1001"}),
+        content_type=content_type,
+        headers={"Authorization": f"Bearer {api_key[1]}"},
+    )
+
+    assert response.status_code == 201, response.content
+    assert ChargeIssue.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("size", [api.MAX_BODY_BYTES + 1, 3 * 1024 * 1024])
+def test_a_body_over_the_limit_is_a_json_413(client, api_key, customer, size):
+    padding = "x" * (size - len('{"customer": "C-1001", "notification_body": ""}'))
+    raw = json.dumps({"customer": "C-1001", "notification_body": padding})
+    assert len(raw) == size
+
+    response = _post(client, None, api_key[1], raw=raw)
+
+    assert response.status_code == 413
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["code"] == "payload_too_large" and response.json()["error"]
+    assert not ChargeIssue.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_body_at_the_limit_is_read(client, api_key, customer):
+    padding = "x" * (api.MAX_BODY_BYTES - len('{"customer": "C-1001", "notification_body": ""}'))
+    raw = json.dumps({"customer": "C-1001", "notification_body": padding})
+
+    response = _post(client, None, api_key[1], raw=raw)
+
+    assert response.status_code == 201
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("amount", "currency", "message"),
+    [
+        ("0.49", "EUR", "smallest charge our payment provider accepts in EUR: 0.50 EUR."),
+        ("0.49", "USD", "smallest charge our payment provider accepts in USD: 0.50 USD."),
+        ("49", "JPY", "smallest charge our payment provider accepts in JPY: 50 JPY."),
+        ("0.29", "GBP", "smallest charge our payment provider accepts in GBP: 0.30 GBP."),
+        (" 12.50", "EUR", "Enter the amount without spaces around it, e.g. 12.50."),
+        ("12.50 ", "EUR", "Enter the amount without spaces around it, e.g. 12.50."),
+        ("１２.５０", "EUR", "Enter the amount as a number, e.g. 12.50."),
+        ("١٢.٥٠", "EUR", "Enter the amount as a number, e.g. 12.50."),
+    ],
+)
+def test_amounts_below_the_minimum_or_not_plain_ascii_are_refused(
+    client, api_key, customer, amount, currency, message
+):
+    response = _post(
+        client, {"customer": "C-1001", "amount": amount, "currency": currency}, api_key[1]
+    )
+
+    assert response.status_code == 400
+    assert response.json()["fields"]["amount"] == [
+        message if message.startswith("Enter") else f"The amount is below the {message}"
+    ]
+    assert not ChargeIssue.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_minimum_itself_is_accepted(client, api_key, customer):
+    response = _post(client, {"customer": "C-1001", "amount": "0.50"}, api_key[1])
+
+    assert response.status_code == 201 and response.json()["amount_minor"] == 50

@@ -41,7 +41,10 @@ def receiver():
 
 
 @pytest.fixture
-def hooked_space(space, receiver):
+def hooked_space(space, receiver, settings):
+    # The receiver listens on the loopback, which only this explicit setting lets a webhook
+    # reach (tests/billing/test_webhook_urls.py shows it is refused by default).
+    settings.WEBHOOK_ALLOWED_PRIVATE_NETWORKS = ["127.0.0.0/8"]
     space.webhook_url = f"http://127.0.0.1:{receiver.server_port}/backoffice-events"
     space.webhook_secret = SECRET
     space.save()

@@ -10,11 +10,11 @@ from tests.factories import SpaceFactory
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def _fill_card(page, number: str) -> None:
+def _fill_card(page, number: str, *, exp_month: str = "06", exp_year: str = "34") -> None:
     element = page.locator("#card-element")
     element.locator("input[placeholder=number]").fill(number)
-    element.locator("input[placeholder=exp_month]").fill("06")
-    element.locator("input[placeholder=exp_year]").fill("34")
+    element.locator("input[placeholder=exp_month]").fill(exp_month)
+    element.locator("input[placeholder=exp_year]").fill(exp_year)
     element.locator("input[placeholder=cvc]").fill("123")
     element.locator("input[placeholder=postal_code]").fill("10115")
 
@@ -124,4 +124,60 @@ def test_invited_customer_registers_a_card_once_through_the_emailed_link(
 
     page.goto(link)
     expect(page.locator("#link-problem")).to_contain_text("already been used")
+    assert card_numbers_in_database() == []
+
+
+SCRIPT_ERROR_WORDS = ("Cannot read", "undefined", "TypeError", "properties of")
+
+
+@pytest.mark.parametrize(
+    ("number", "message"),
+    [
+        ("", "Enter your card number"),
+        # The stand-in's change event carries no state, so the provider refuses the short
+        # number; real Stripe.js reports it before (its validation_error message is shown).
+        ("4242 4242", "Check the card number, expiry date and security code"),
+    ],
+    ids=["empty", "incomplete-number"],
+)
+def test_an_empty_or_incomplete_card_field_is_reported_in_words(
+    live_server, page, localstripe, number, message
+):
+    SpaceFactory(name="Corner Shop", slug="corner-shop")
+    script_errors = []
+    page.on("pageerror", lambda error: script_errors.append(str(error)))
+
+    page.goto(f"{live_server.url}/register/corner-shop/")
+    page.fill("#id_name", "Emmy Empty")
+    page.fill("#id_email", "emmy@example.test")
+    if number:
+        _fill_card(page, number)
+    page.click("#save-card")
+
+    errors = page.locator("#card-errors")
+    expect(errors).to_contain_text(message)
+    text = errors.text_content()
+    assert not any(word in text for word in SCRIPT_ERROR_WORDS), text
+    expect(page.locator("#save-card")).to_be_enabled()
+    assert page.url == f"{live_server.url}/register/corner-shop/"
+    assert script_errors == []
+    assert not Customer.objects.exists() and not PaymentCard.objects.exists()
+    assert _provider_state(localstripe, "emmy@example.test") == ([], [])
+
+
+def test_an_expired_card_is_refused_in_the_browser_and_nothing_is_saved(
+    live_server, page, localstripe
+):
+    SpaceFactory(name="Corner Shop", slug="corner-shop")
+
+    page.goto(f"{live_server.url}/register/corner-shop/")
+    page.fill("#id_name", "Otto Old")
+    page.fill("#id_email", "otto@example.test")
+    _fill_card(page, "4242424242424242", exp_month="01", exp_year="20")
+    page.click("#save-card")
+
+    expect(page.locator("#registration-error")).to_contain_text("This card expired in 01/20.")
+    expect(page.locator("#id_email")).to_have_value("otto@example.test")
+    assert not Customer.objects.exists() and not PaymentCard.objects.exists()
+    assert _provider_state(localstripe, "otto@example.test") == ([], [])
     assert card_numbers_in_database() == []

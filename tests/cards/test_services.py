@@ -349,3 +349,128 @@ def test_cards_past_their_expiry_month_are_marked_expired():
     assert past.status == PaymentCard.Status.EXPIRED
     assert current.status == PaymentCard.Status.ACTIVE
     assert CardEvent.objects.filter(kind=CardEvent.Kind.CARD_EXPIRED, card=past).exists()
+
+
+# --- A SetupIntent completes only the page it was made for (issue 7 §5) ----------------------
+
+
+def _invited(space, name):
+    customer = CustomerFactory(space=space, name=name, email=f"{name.lower()}@example.test")
+    return services.card_invitation_send(customer=customer, acting_user=None)
+
+
+def test_a_setup_intent_registered_through_one_invitation_completes_no_other_page(localstripe):
+    space = SpaceFactory()
+    invitation_a, invitation_b = _invited(space, "Anna"), _invited(space, "Bert")
+    seti, _ = _confirmed_intent(localstripe, space, invitation=invitation_a)
+    first = services.card_registration_complete(
+        space=space, setup_intent_id=seti, invitation=invitation_a
+    )
+    invitation_b.refresh_from_db()
+    provider_customers = len(localstripe.list("customers"))
+
+    with pytest.raises(RegistrationRefused) as to_b:
+        services.card_registration_complete(
+            space=space, setup_intent_id=seti, invitation=invitation_b
+        )
+    with pytest.raises(RegistrationRefused) as to_public:
+        services.card_registration_complete(
+            space=space, setup_intent_id=seti, name="Mallory", email="anna@example.test"
+        )
+
+    assert to_b.value.code == "setup_intent_other_invitation"
+    assert to_public.value.code == "setup_intent_other_invitation"
+    assert "another registration page" in to_b.value.message
+    invitation_b.refresh_from_db()
+    assert invitation_b.used_at is None and not invitation_b.customer.cards.exists()
+    assert list(CardRegistration.objects.values_list("pk", flat=True)) == [first.pk]
+    assert PaymentCard.objects.count() == 1 and Customer.objects.count() == 2
+    assert len(localstripe.list("customers")) == provider_customers
+
+
+def test_a_public_registration_is_replayed_only_for_the_same_customer(localstripe):
+    space = SpaceFactory()
+    seti, _ = _confirmed_intent(localstripe, space)
+    first = services.card_registration_complete(
+        space=space, setup_intent_id=seti, name="Bo", email="bo@example.test"
+    )
+    assert first.is_new is True
+
+    replay = services.card_registration_complete(
+        space=space, setup_intent_id=seti, name="Bo", email="BO@example.test"
+    )
+    with pytest.raises(RegistrationRefused) as other:
+        services.card_registration_complete(
+            space=space, setup_intent_id=seti, name="Eve", email="eve@example.test"
+        )
+    invitation = _invited(space, "Cleo")
+    with pytest.raises(RegistrationRefused) as to_invitation:
+        services.card_registration_complete(
+            space=space, setup_intent_id=seti, invitation=invitation
+        )
+
+    assert replay.pk == first.pk and replay.is_new is False
+    assert other.value.code == "setup_intent_other_customer"
+    assert to_invitation.value.code == "setup_intent_other_invitation"
+    assert Customer.objects.filter(email="eve@example.test").count() == 0
+    assert PaymentCard.objects.count() == 1
+
+
+def test_a_setup_intent_made_for_one_invitation_is_refused_by_another(localstripe):
+    space = SpaceFactory()
+    invitation_a, invitation_b = _invited(space, "Dora"), _invited(space, "Egon")
+    seti, _ = _confirmed_intent(localstripe, space, invitation=invitation_a)
+    provider_customers = len(localstripe.list("customers"))
+
+    with pytest.raises(RegistrationRefused) as refused:
+        services.card_registration_complete(
+            space=space, setup_intent_id=seti, invitation=invitation_b
+        )
+
+    assert refused.value.code == "setup_intent_foreign"
+    assert not CardRegistration.objects.exists() and not PaymentCard.objects.exists()
+    assert len(localstripe.list("customers")) == provider_customers
+    # The page it was made for still completes it.
+    registration = services.card_registration_complete(
+        space=space, setup_intent_id=seti, invitation=invitation_a
+    )
+    assert registration.customer == invitation_a.customer
+
+
+# --- An expired card is refused before it is saved (issue 7 §5) ------------------------------
+
+
+def test_an_expired_card_is_refused_and_nothing_is_made_for_it(localstripe):
+    space = SpaceFactory()
+    intent = services.registration_setup_intent_start(space=space)
+    answer = confirm_setup_intent(localstripe, intent.client_secret, VISA, exp_month=1, exp_year=20)
+    assert answer["status"] == "succeeded"  # the stand-in accepts it; real Stripe would not
+    provider_customers = len(localstripe.list("customers"))
+
+    with pytest.raises(RegistrationRefused) as refused:
+        services.card_registration_complete(
+            space=space, setup_intent_id=intent.id, name="Old", email="old@example.test"
+        )
+
+    assert refused.value.code == "card_expired"
+    assert refused.value.message.startswith("This card expired in 01/20.")
+    assert not Customer.objects.exists() and not PaymentCard.objects.exists()
+    assert not CardRegistration.objects.exists() and not CardEvent.objects.exists()
+    assert len(localstripe.list("customers")) == provider_customers
+    payment_method = gateway.payment_method_retrieve(answer["payment_method"])
+    assert payment_method.customer_id is None  # never attached to anyone
+
+
+def test_a_card_expiring_this_month_is_still_accepted(localstripe):
+    space = SpaceFactory()
+    today = timezone.localdate()
+    intent = services.registration_setup_intent_start(space=space)
+    confirm_setup_intent(
+        localstripe, intent.client_secret, VISA, exp_month=today.month, exp_year=today.year
+    )
+
+    registration = services.card_registration_complete(
+        space=space, setup_intent_id=intent.id, name="Now", email="now@example.test"
+    )
+
+    assert (registration.card.exp_month, registration.card.exp_year) == (today.month, today.year)

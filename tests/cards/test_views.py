@@ -3,6 +3,7 @@ import logging
 from datetime import timedelta
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -203,3 +204,142 @@ def test_the_page_carries_exactly_one_csrf_token_and_each_visitor_gets_their_own
     tokens = [page.count('name="csrfmiddlewaretoken"') for page in pages]
     assert tokens == [1, 1]
     assert pages[0] != pages[1]  # the cached page gets each visitor's own masked token
+
+
+# --- Issue 7 §5: customer pages ---------------------------------------------------------------
+
+
+def _invitation_page_setup_intent(client, localstripe, invitation, number="4242424242424242"):
+    path = _invitation_path(invitation)
+    secret = client.post(path.rstrip("/") + "/setup-intent/").json()["client_secret"]
+    return path, confirm_setup_intent(localstripe, secret, number)["id"]
+
+
+def test_a_setup_intent_registered_through_one_invitation_is_refused_on_another_page(
+    client, localstripe
+):
+    space = SpaceFactory()
+    anna = CustomerFactory(space=space, name="Anna", email="anna@example.test")
+    bert = CustomerFactory(space=space, name="Bert", email="bert@example.test")
+    invitation_a = services.card_invitation_send(customer=anna, acting_user=None)
+    invitation_b = services.card_invitation_send(customer=bert, acting_user=None)
+    path_a, seti = _invitation_page_setup_intent(client, localstripe, invitation_a)
+    assert client.post(path_a, {"setup_intent": seti}).status_code == 302
+    provider_customers = len(localstripe.list("customers"))
+
+    stranger = Client()
+    to_b = stranger.post(_invitation_path(invitation_b), {"setup_intent": seti})
+    to_public = stranger.post(
+        _page_url(space), {"name": "Bert", "email": "anna@example.test", "setup_intent": seti}
+    )
+
+    for response in (to_b, to_public):
+        html = response.content.decode()
+        assert response.status_code == 400
+        assert "made on another registration page" in html
+        assert "anna@example.test" not in html.replace('value="anna@example.test"', "")
+        assert "4242" not in html
+    invitation_b.refresh_from_db()
+    assert invitation_b.used_at is None and not bert.cards.exists()
+    assert PaymentCard.objects.count() == 1 and Customer.objects.count() == 2
+    assert len(localstripe.list("customers")) == provider_customers
+
+
+def test_the_registered_page_shows_email_and_card_only_to_the_browser_that_registered(
+    client, space, localstripe
+):
+    secret = client.post(reverse("cards:setup_intent", kwargs={"space_slug": space.slug})).json()
+    seti = confirm_setup_intent(localstripe, secret["client_secret"], "4242424242424242")["id"]
+    data = {"name": "Al", "email": "al@example.test", "setup_intent": seti}
+    done_url = client.post(_page_url(space), data).url
+
+    other = Client()
+    seen_by_other = other.get(done_url)
+    # Replaying the registering form does not hand the page to another browser either.
+    replayed = other.post(_page_url(space), data)
+    seen_after_replay = other.get(replayed.url)
+    seen_by_owner = client.get(done_url)
+
+    for response in (seen_by_other, seen_after_replay):
+        assert response.status_code == 404
+        assert b"al@example.test" not in response.content and b"4242" not in response.content
+    assert replayed.status_code == 302 and replayed.url == done_url
+    assert seen_by_owner.status_code == 200
+    assert (
+        b"al@example.test" in seen_by_owner.content and b"ending in 4242" in seen_by_owner.content
+    )
+    assert PaymentCard.objects.count() == 1
+
+
+def test_an_expired_card_is_refused_on_the_page_and_nothing_is_saved(client, space, localstripe):
+    secret = client.post(reverse("cards:setup_intent", kwargs={"space_slug": space.slug})).json()
+    seti = confirm_setup_intent(
+        localstripe, secret["client_secret"], "4242424242424242", exp_month=1, exp_year=2020
+    )["id"]
+
+    response = client.post(
+        _page_url(space), {"name": "Old", "email": "old@example.test", "setup_intent": seti}
+    )
+
+    assert response.status_code == 400
+    assert "This card expired in 01/20." in response.content.decode()
+    assert not Customer.objects.exists() and not PaymentCard.objects.exists()
+    assert not [c for c in localstripe.list("customers") if c["email"] == "old@example.test"]
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    return {
+        name: values for name, *values in (directive.split() for directive in policy.split(";"))
+    }
+
+
+def test_production_policy_follows_stripes_guidance_including_3d_secure_frames(
+    client, space, settings
+):
+    settings.STRIPE_JS_URL = "https://js.stripe.com/v3/"
+    settings.STRIPE_API_BASE = "https://api.stripe.com"
+
+    response = client.get(_page_url(space))
+
+    policy = _directives(response["Content-Security-Policy"])
+    assert policy["script-src"] == ["'self'", "https://js.stripe.com", "https://*.js.stripe.com"]
+    assert policy["frame-src"] == [
+        "'self'",
+        "https://js.stripe.com",
+        "https://*.js.stripe.com",
+        "https://hooks.stripe.com",
+    ]
+    assert policy["connect-src"] == ["'self'", "https://api.stripe.com"]
+    assert policy["frame-ancestors"] == ["'none'"] and policy["default-src"] == ["'self'"]
+    assert '<script src="https://js.stripe.com/v3/"></script>' in response.content.decode()
+
+
+def test_local_policy_names_only_the_stand_ins_origin(client, space, settings):
+    stand_in = settings.STRIPE_JS_URL.split("/js.stripe.com")[0]
+
+    policy = _directives(client.get(_page_url(space))["Content-Security-Policy"])
+
+    assert policy["script-src"] == ["'self'", stand_in]
+    assert policy["frame-src"] == ["'self'", stand_in]
+    assert "https://hooks.stripe.com" not in policy["frame-src"]
+
+
+def test_link_problem_and_rate_limit_pages_carry_the_hosted_headers(client, space, settings):
+    settings.CARD_REGISTRATION_RATE_LIMIT = 1
+    invitation = services.card_invitation_send(customer=CustomerFactory(), acting_user=None)
+    path = _invitation_path(invitation)
+    intent_url = reverse("cards:setup_intent", kwargs={"space_slug": space.slug})
+
+    link_problem = client.get(path[:-3] + "abc/")
+    link_problem_json = client.post(path[:-3] + "abc/setup-intent/")
+    client.post(_page_url(space), {"name": "A", "email": "a@example.test"})
+    page_limited = client.post(_page_url(space), {"name": "A", "email": "a@example.test"})
+    intent_limited = client.post(intent_url)
+
+    assert link_problem.status_code == 404 and link_problem_json.status_code == 410
+    assert page_limited.status_code == 429 and intent_limited.status_code == 429
+    expected = client.get(_page_url(space))["Content-Security-Policy"]
+    for response in (link_problem, link_problem_json, page_limited, intent_limited):
+        assert response["Content-Security-Policy"] == expected
+        assert response["Cache-Control"] == "no-store"
+        assert response["X-Content-Type-Options"] == "nosniff"

@@ -7,6 +7,13 @@ from tests.factories import SpaceFactory, StaffUserFactory
 
 pytestmark = pytest.mark.django_db
 
+# The space page's inlines (maximum per currency, secret history), posted with no rows.
+NO_INLINE_ROWS = {
+    f"{prefix}-{field}": 0
+    for prefix in ("charge_limits", "events")
+    for field in ("TOTAL_FORMS", "INITIAL_FORMS")
+}
+
 
 @pytest.fixture
 def two_spaces():
@@ -70,6 +77,7 @@ def test_space_admin_can_rename_their_space_but_not_another(client, two_spaces):
         "slug": "alpha",
         "default_currency": "EUR",
         "max_charge_minor": 1000000,
+        **NO_INLINE_ROWS,
     }
 
     assert client.post(url, data).status_code == 302

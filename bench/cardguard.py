@@ -1,0 +1,102 @@
+"""Cost of the card-number guard per request, and of the detector per string.
+
+Builds requests with Django's RequestFactory (no database, no server) and times
+core.middleware's inspection of each: a typical admin form post, the API's JSON post, a
+registration page GET with browser headers and cookies, and a 1 MB JSON body. Also the detector
+alone on strings of different shapes. Prints microseconds per call; asserts nothing.
+
+Run from the project root:
+
+    .venv/bin/python bench/cardguard.py [--number 2000]
+"""
+
+import argparse
+import json
+import os
+import sys
+import timeit
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.test import RequestFactory  # noqa: E402
+
+from core.cardguard import contains_card_number  # noqa: E402
+from core.middleware import _inspect  # noqa: E402
+
+BROWSER_HEADERS = {
+    "User-Agent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.6099.109 Safari/537.36",
+    "Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+    "Accept-Language": "de-DE,de;q=0.9,en;q=0.8",
+    "Cookie": "csrftoken=Vb3d8xQm2N0pLk7RtYw1Zc4Hs6Jf9Ga5; "
+    "sessionid=k2j4h5g6f7d8s9a0q1w2e3r4t5y6u7i8; "
+    "_ga=GA1.1.1234567890.1700000000",
+    "Referer": "https://pay.example.com/admin/billing/chargeissue/42/change/",
+}
+
+
+def _requests():
+    factory = RequestFactory()
+    entry = {
+        "amount": "49.90",
+        "currency": "EUR",
+        "notification_subject": "Your March order",
+        "notification_body": "We will charge your card for order 1234567890 on 22.11.2026. " * 5,
+        "charge_date": "",
+        "csrfmiddlewaretoken": "x" * 64,
+    }
+    api = {"customer": "C-1001", "amount": "49.90", "reference": "INV-2026-000123"}
+    big = {"lines": [{"sku": f"SKU-{n:08d}", "text": "Ware " * 10} for n in range(12000)]}
+    return {
+        "admin form post": factory.post(
+            "/admin/billing/chargeissue/42/enter-amount/", entry, headers=BROWSER_HEADERS
+        ),
+        "API JSON post": factory.post(
+            "/api/v1/charge-issues",
+            json.dumps(api),
+            content_type="application/json",
+            headers={
+                "Authorization": "Bearer bo_abcdefgh_" + "x" * 43,
+                "Idempotency-Key": "a" * 36,
+            },
+        ),
+        "registration page GET": factory.get("/register/shop/", headers=BROWSER_HEADERS),
+        f"JSON body of {len(json.dumps(big)) // 1024} KiB": factory.post(
+            "/api/v1/charge-issues", json.dumps(big), content_type="application/json"
+        ),
+    }
+
+
+STRINGS = {
+    "short text": "Kim Kunde",
+    "1 KiB prose, no digits": "Lorem ipsum dolor sit amet. " * 37,
+    "1 KiB with many numbers": "Order 1234567890 of 49.90 EUR on 22.11.2026; " * 23,
+    "1 KiB Japanese": "日本語のテキストです。" * 93,
+    "a card number, grouped": "4242 4242 4242 4242 12/34",
+}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--number", type=int, default=2000)
+    args = parser.parse_args()
+    print("core.middleware inspection, microseconds per request")
+    for name, request in _requests().items():
+        request.body  # read once, as Django would before the guard runs  # noqa: B018
+        number = max(1, args.number // 100) if "KiB" in name else args.number
+        seconds = timeit.timeit(lambda r=request: _inspect(r), number=number)
+        print(f"  {name:32} {seconds / number * 1e6:10.1f}")
+    print("core.cardguard.contains_card_number, microseconds per string")
+    for name, text in STRINGS.items():
+        seconds = timeit.timeit(lambda t=text: contains_card_number(t), number=args.number)
+        print(f"  {name:32} {seconds / args.number * 1e6:10.1f}")
+
+
+if __name__ == "__main__":
+    main()
