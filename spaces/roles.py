@@ -22,7 +22,7 @@ _CARDS_READ = {
     "cards.view_cardevent",
 }
 
-_BILLING_READ = {"billing.view_chargeissue", "billing.view_chargeattempt"}
+_BILLING_READ = {"billing.view_chargeissue", "payments.view_chargeattempt"}
 
 ROLE_PERMISSIONS: dict[str, set[str]] = {
     CLERK: {

@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "core",
     "spaces",
+    "payments",
     "cards",
     "billing",
     "chargeflows",
@@ -153,8 +154,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
     "billing-reconcile-attempts": {
-        "task": "billing.charge_attempts_reconcile",
+        "task": "payments.charge_attempts_reconcile",
         "schedule": 120.0,
+    },
+    "payments-provider-events-retry": {
+        "task": "payments.provider_events_retry",
+        "schedule": 60.0,
+    },
+    "payments-outbound-events-sweep": {
+        "task": "payments.outbound_events_sweep",
+        "schedule": 60.0,
     },
     "cards-expire-cards": {
         "task": "cards.payment_cards_expire",
