@@ -298,13 +298,17 @@ WEBHOOK_TOLERANCE_SECONDS = 300
 def webhook_event_verify(*, payload: bytes, signature_header: str) -> dict:
     """The event a provider webhook carries, once its signature and age are verified with the
     SDK; raises SignatureError or ValueError (not JSON)."""
+    event = json.loads(payload)
+    if not isinstance(event, dict):
+        # The SDK assumes an object and would fail with an AttributeError on anything else.
+        raise ValueError("The webhook body is not a JSON object.")
     stripe.Webhook.construct_event(
         payload,
         signature_header,
         settings.STRIPE_WEBHOOK_SECRET,
         tolerance=WEBHOOK_TOLERANCE_SECONDS,
     )
-    return json.loads(payload)
+    return event
 
 
 def payment_intent_find(*, customer_id: str, metadata_key: str, metadata_value: str):
