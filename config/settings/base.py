@@ -133,7 +133,12 @@ CARD_REGISTRATION_RATE_WINDOW = env.int("CARD_REGISTRATION_RATE_WINDOW", default
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Redis redelivers a message that was taken but not acknowledged (acks late: the worker died)
+# only after the visibility timeout. Its default, one hour, would leave a killed worker's charge
+# waiting that long. It must be longer than any task runs (a charge: one provider call of at most
+# STRIPE_TIMEOUT_SECONDS; the longest, the reconciler's batch, is safe to run twice, as every
+# task is), and is far shorter than an hour so lost work returns within minutes.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 # A task that moves money is idempotent by design (database-guarded), so it is acknowledged
