@@ -48,6 +48,11 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "cards.add_cardinvitation",
         "spaces.change_space",
         "spaces.view_spacemembership",
+        # Their space's outbound events and delivery log, and "redeliver". (Provider events
+        # belong to the platform account, not to a space: superusers only.)
+        "payments.view_outboundevent",
+        "payments.change_outboundevent",
+        "payments.view_deliveryattempt",
         "django_celery_beat.view_periodictask",
         "django_celery_beat.change_periodictask",
         "django_celery_beat.view_crontabschedule",
