@@ -2,8 +2,9 @@
 
 Approves N charging issues and runs the charge task's service on each
 (billing.services.charge_issue_charge, what the Celery task billing.charge_issue_charge runs:
-claim the approved issue, commit the attempt, one PaymentIntent create with confirm=True and
-off_session=True, record the outcome), timing every call. For a second, equivalent set of N
+payments.attempts' begin (claim the approved issue, commit the attempt), one PaymentIntent
+create with confirm=True and off_session=True, and record (the outcome with the issue's state,
+audit and outbound event)), timing every call. For a second, equivalent set of N
 customers and cards it times the bare SDK call sequence of a charge
 (payments.gateway.payment_intent_charge_off_session with the same argument shape, same client):
 what the provider costs by itself. It prints the ratio ours/bare (the aim: at most 1.3) and the
@@ -25,10 +26,11 @@ How it runs:
 - Setup is not timed: the provider customers and cards are made directly through the SDK
   (customer, card PaymentMethod, attach) and our Customer, PaymentCard and approved ChargeIssue
   rows are bulk-created.
-- Side effects after the charge: recording an outcome sends billing.charge_issue_outcome_notify
-  with `.delay` on commit. The Celery broker here is kombu's in-memory transport, so that
-  publish is measured (it is part of our cost; on Redis it would be one more local round trip)
-  but the task itself (e-mail, webhook) never runs: the figures are about the charge alone.
+- Side effects after the charge: recording an outcome sends payments.signals.attempt_settled on
+  commit, whose billing receiver sends the outcome email task(s) with `.delay`. The Celery
+  broker here is kombu's in-memory transport, so that publish is measured (it is part of
+  our cost; on Redis it would be one more local round trip) but the task itself (e-mail,
+  webhook) never runs: the figures are about the charge alone.
 - Ours and bare run interleaved in blocks of --block charges (ours first in even blocks, bare
   first in odd ones), so drift on the machine and localstripe's growing store weigh on both
   sides alike. A few --warmup charges of each kind run first and are not counted.
@@ -371,8 +373,9 @@ def bare_run(cards: list[tuple[str, str]], offset: int, space_id: str) -> list[f
 
 def verify(issue_ids: list[int]) -> None:
     """Every issue succeeded once, and localstripe holds exactly one succeeded charge each."""
-    from billing.models import ChargeAttempt, ChargeIssue
+    from billing.models import ChargeIssue
     from payments import gateway
+    from payments.models import ChargeAttempt
 
     states = ChargeIssue.objects.filter(pk__in=issue_ids).values_list("state", flat=True)
     wrong = [state for state in states if state != ChargeIssue.State.SUCCEEDED]
@@ -380,8 +383,8 @@ def verify(issue_ids: list[int]) -> None:
         raise BenchError(f"{len(wrong)} of {len(issue_ids)} issues did not succeed: {wrong[:5]}")
     attempts = dict(
         ChargeAttempt.objects.filter(
-            issue_id__in=issue_ids, status=ChargeAttempt.Status.SUCCEEDED
-        ).values_list("issue_id", "provider_payment_intent_id")
+            charge_issue_id__in=issue_ids, status=ChargeAttempt.Status.SUCCEEDED
+        ).values_list("charge_issue_id", "provider_payment_intent_id")
     )
     if len(attempts) != len(issue_ids):
         raise BenchError(f"{len(attempts)} succeeded attempts for {len(issue_ids)} issues")

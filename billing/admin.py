@@ -26,8 +26,7 @@ from . import (
 )
 from .exceptions import BillingError
 from .forms import ChargeAmountEntryForm, ChargeApprovalForm, ChargeCancelForm
-from .models import FINISHED_STATES, TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
-from .money import format_money
+from .models import FINISHED_STATES, TRANSITIONS, ChargeIssue, ChargeIssueEvent
 
 logger = logging.getLogger(__name__)
 State = ChargeIssue.State
@@ -405,44 +404,3 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 messages.success(request, f"Charge #{issue.pk} was cancelled.")
             return HttpResponseRedirect(self._change_url(issue))
         return self._render_step(request, issue, CANCEL, form, "cancel.html")
-
-
-@admin.register(ChargeAttempt)
-class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
-    """The provider charges, as recorded by the services. Read-only."""
-
-    space_field = "issue__space"
-    list_display = (
-        "issue",
-        "status",
-        "amount",
-        "currency",
-        "provider_payment_intent_id",
-        "failure_code",
-        "decline_code",
-        "hard_decline",
-        "created_at",
-    )
-    list_filter = ("status", "hard_decline", "created_at")
-    search_fields = ("provider_payment_intent_id", "idempotency_key", "issue__customer_name")
-    list_select_related = ("issue",)
-    readonly_fields = (
-        "issue",
-        "idempotency_key",
-        "amount",
-        "currency",
-        "status",
-        "provider_payment_intent_id",
-        "failure_code",
-        "decline_code",
-        "failure_message",
-        "hard_decline",
-        "last_error",
-        "created_at",
-        "finished_at",
-    )
-    fields = readonly_fields
-
-    @admin.display(description="amount", ordering="amount_minor")
-    def amount(self, attempt):
-        return format_money(attempt.amount_minor, attempt.currency)

@@ -144,39 +144,6 @@ class ChargeIssueEvent(models.Model):
         return f"{self.action} on #{self.issue_id}"
 
 
-class ChargeAttempt(models.Model):
-    """The one provider charge of an issue, committed with its idempotency key before the call."""
-
-    class Status(models.TextChoices):
-        PENDING = "pending", "Pending (outcome not yet recorded)"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-
-    issue = models.OneToOneField(ChargeIssue, on_delete=models.PROTECT, related_name="attempt")
-    idempotency_key = models.CharField(max_length=100, unique=True)
-    amount_minor = models.BigIntegerField()
-    currency = models.CharField(max_length=3)
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
-    provider_payment_intent_id = models.CharField(max_length=255, blank=True)
-    failure_code = models.CharField(max_length=60, blank=True)
-    decline_code = models.CharField(max_length=60, blank=True)
-    failure_message = models.CharField(max_length=300, blank=True)
-    hard_decline = models.BooleanField(default=False)
-    last_error = models.CharField(max_length=200, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        indexes = [
-            models.Index(
-                fields=["created_at"], condition=Q(status="pending"), name="attempt_pending"
-            ),
-        ]
-
-    def __str__(self):
-        return f"Attempt {self.idempotency_key} ({self.status})"
-
-
 class ApiKey(models.Model):
     """A per-space key other systems use to start charging issues. Only its hash is stored."""
 

@@ -3,11 +3,18 @@ import logging
 from django.dispatch import receiver
 
 from cards.signals import card_registered
+from payments.attempts import register_owner
+from payments.models import ChargeAttempt
+from payments.signals import attempt_settled
 
 from . import services
+from .charging import ISSUE_CHARGE
 from .exceptions import NoChargeableCard
 
 logger = logging.getLogger(__name__)
+
+# Issues charge through payments' one money path (billing/charging.py says how).
+register_owner(ISSUE_CHARGE)
 
 
 @receiver(card_registered, dispatch_uid="billing.start_issue_on_card_registered")
@@ -18,3 +25,14 @@ def start_issue_on_card_registered(sender, event, **kwargs):
     except NoChargeableCard:
         # The card expired or was detached before the event was dispatched: nothing to charge.
         logger.info("card event %s started no charge: no active card", event.pk)
+
+
+@receiver(attempt_settled, dispatch_uid="billing.issue_outcome_on_attempt_settled")
+def issue_outcome_on_attempt_settled(sender, purpose, owner_id, status, **kwargs):
+    # Sent on commit of the attempt's record, in which billing.charging already applied the
+    # outcome to TRANSITIONS (state, audit event, outbound event): what is left are the emails.
+    if purpose != ISSUE_CHARGE.purpose:
+        return
+    services.charge_issue_outcome_emails_dispatch(
+        issue_id=owner_id, succeeded=status == ChargeAttempt.Status.SUCCEEDED
+    )

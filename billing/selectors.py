@@ -1,4 +1,4 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import ChargeIssue, ChargeIssueEvent
 
@@ -16,4 +16,12 @@ def charge_issue_event_list(*, issue_id) -> QuerySet[ChargeIssueEvent]:
         ChargeIssueEvent.objects.filter(issue_id=issue_id)
         .select_related("actor")
         .order_by("created_at", "pk")
+    )
+
+
+def charge_issue_due_q(now) -> Q:
+    """The due rule, the one place it is written: approved, and its charge date (if any) has
+    come. (billing.charging.IssueCharge.DUE_SQL is the same rule for the single statement.)"""
+    return Q(state=ChargeIssue.State.APPROVED) & (
+        Q(charge_date__isnull=True) | Q(charge_date__lte=now)
     )

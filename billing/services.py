@@ -3,15 +3,16 @@
 import logging
 from datetime import timedelta
 
-from django.db import connection, transaction
-from django.db.models import Q
+from django.db import transaction
 from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
-from payments import gateway
+from payments import attempts
+from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
 
-from . import charging_sql, money
+from . import money
+from .charging import ISSUE_CHARGE
 from .exceptions import (
     IllegalTransition,
     InvalidAmount,
@@ -21,14 +22,11 @@ from .exceptions import (
     SelfApprovalRefused,
     SpaceMismatch,
 )
-from .models import TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
+from .models import TRANSITIONS, ChargeIssue, ChargeIssueEvent
+from .selectors import charge_issue_due_q
 
 logger = logging.getLogger(__name__)
 State = ChargeIssue.State
-
-# An attempt still pending after this long lost its worker (crash, timeout): reconcile it.
-# Longer than any provider call can take, so the original call cannot still land afterwards.
-RECONCILE_AFTER = timedelta(minutes=2)
 
 # 1. charge amount entry refuses a charge date further ahead than this (366 days, so the same
 # date next year is fine across a leap day).
@@ -326,273 +324,22 @@ def _after_approval(issue_id: int) -> None:
     from .tasks import charge_issue_charge, charge_issue_notification_email
 
     charge_issue_notification_email.delay(issue_id)
-    issue = ChargeIssue.objects.only("charge_date").get(pk=issue_id)
-    if issue.charge_date is None or issue.charge_date <= timezone.now():
+    if ChargeIssue.objects.filter(charge_issue_due_q(timezone.now()), pk=issue_id).exists():
         charge_issue_charge.delay(issue_id)
 
 
-# --- Charging (exactly once) ------------------------------------------------------------------
+# --- Charging (exactly once, through payments' one money path) ------------------------------
 
 
 def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
     """Charge an approved, due issue at most once, whoever else runs this concurrently.
 
-    Lock the issue (skipping it if another worker holds it), commit the attempt with its
-    idempotency key, then call the provider, then record the outcome. A crash between the
-    call and the record leaves the attempt pending; charge_attempts_reconcile looks the charge
-    up at the provider before anything may call again.
-
-    This is the hot path of every charge: rows are changed with conditional UPDATEs (which
-    also enforce the state change in SQL) rather than loaded and saved whole.
+    payments.attempts does it (begin: lock the issue, skipping it if another worker holds it,
+    move it to charging and commit the attempt; execute: one provider call; record); the
+    issue's part is billing.charging.IssueCharge. The outcome reaches billing through
+    payments.signals.attempt_settled (billing/receivers.py). None if nothing was charged.
     """
-    now = timezone.now()
-    if connection.vendor in SINGLE_STATEMENT_VENDORS:
-        issue, attempt = _claim_single_statement(issue_id, now)
-    else:
-        issue, attempt = _claim_orm(issue_id, now)
-    if attempt is None:
-        return None
-    return _charge_attempt_call(
-        attempt,
-        customer_id=issue["provider_customer_id"],
-        payment_method_id=issue["card__provider_payment_method_id"],
-        space_id=issue["space_id"],
-    )
-
-
-# The hot path runs as one statement per transaction where the database allows it (see
-# charging_sql.py); elsewhere (SQLite in the local run) through the ORM. Tests run both.
-SINGLE_STATEMENT_VENDORS = {"postgresql"}
-
-
-def _claim_single_statement(issue_id: int, now):
-    _check_transition(State.APPROVED, State.CHARGING)
-    row = charging_sql.claim(
-        issue_id=issue_id,
-        from_state=State.APPROVED,
-        to_state=State.CHARGING,
-        action="charge_started",
-        key_prefix="charge-issue-",
-        now=now,
-    )
-    if row is None:
-        return None, None
-    pk, space_id, amount, currency, customer_id, method_id, attempt_id, key = row
-    attempt = ChargeAttempt(
-        pk=attempt_id, issue_id=pk, idempotency_key=key, amount_minor=amount, currency=currency
-    )
-    attempt._state.adding = False
-    issue = {
-        "pk": pk,
-        "space_id": space_id,
-        "provider_customer_id": customer_id,
-        "card__provider_payment_method_id": method_id,
-    }
-    return issue, attempt
-
-
-def _claim_orm(issue_id: int, now):
-    with transaction.atomic():
-        issue = (
-            ChargeIssue.objects.select_for_update(skip_locked=True, of=("self",))
-            .filter(pk=issue_id, state=State.APPROVED)
-            .filter(Q(charge_date__isnull=True) | Q(charge_date__lte=now))
-            .values(
-                "pk",
-                "space_id",
-                "amount_minor",
-                "currency",
-                "provider_customer_id",
-                "card__provider_payment_method_id",
-            )
-            .first()
-        )
-        if issue is None:
-            return None, None
-        attempt = ChargeAttempt.objects.create(
-            issue_id=issue["pk"],
-            idempotency_key=f"charge-issue-{issue['pk']}",
-            amount_minor=issue["amount_minor"],
-            currency=issue["currency"],
-        )
-        _transition_row(
-            issue["pk"],
-            State.APPROVED,
-            State.CHARGING,
-            action="charge_started",
-            detail={"attempt": attempt.pk},
-        )
-    return issue, attempt
-
-
-def _check_transition(from_state, to_state) -> None:
-    if to_state not in TRANSITIONS[from_state]:
-        raise IllegalTransition(f"{from_state} -> {to_state} is not a declared transition.")
-
-
-def _transition_row(issue_id, from_state, to_state, *, action, comment="", detail=None, **fields):
-    """_transition for the charging path: one conditional UPDATE plus the audit INSERT."""
-    _check_transition(from_state, to_state)
-    updated = ChargeIssue.objects.filter(pk=issue_id, state=from_state).update(
-        state=to_state, updated_at=timezone.now(), **fields
-    )
-    if updated != 1:
-        raise IllegalTransition(f"Charge #{issue_id} is no longer {from_state}.")
-    ChargeIssueEvent.objects.create(
-        issue_id=issue_id,
-        action=action,
-        from_state=from_state,
-        to_state=to_state,
-        comment=comment,
-        detail=detail or {},
-    )
-
-
-def _charge_attempt_call(
-    attempt: ChargeAttempt, *, customer_id: str, payment_method_id: str, space_id: int
-) -> ChargeAttempt:
-    try:
-        result = gateway.payment_intent_charge_off_session(
-            customer_id=customer_id,
-            payment_method_id=payment_method_id,
-            amount_minor=attempt.amount_minor,
-            currency=attempt.currency,
-            idempotency_key=attempt.idempotency_key,
-            metadata={
-                "charge_issue": str(attempt.issue_id),
-                "charge_attempt": str(attempt.pk),
-                "space": str(space_id),
-            },
-        )
-    except gateway.ProviderError as exc:
-        # Outcome unknown: leave the attempt pending for the reconciler; never call again here.
-        logger.warning("charge attempt %s outcome unknown: %s", attempt.pk, exc.__class__.__name__)
-        ChargeAttempt.objects.filter(pk=attempt.pk).update(last_error=exc.__class__.__name__)
-        return attempt
-    return charge_attempt_record(attempt=attempt, result=result)
-
-
-def charge_attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> ChargeAttempt:
-    """Record a provider outcome once; a second recording of the same attempt is a no-op.
-
-    The conditional UPDATE on the pending attempt takes its row lock, so of two recorders
-    (the worker and the reconciler) exactly one changes it; the issue's move and its audit
-    event are written in the same transaction.
-    """
-    status = ChargeAttempt.Status.SUCCEEDED if result.succeeded else ChargeAttempt.Status.FAILED
-    outcome = {
-        "status": status,
-        "provider_payment_intent_id": result.payment_intent_id,
-        "failure_code": result.failure_code,
-        "decline_code": result.decline_code,
-        "failure_message": result.message[:300],
-        "hard_decline": result.hard_decline,
-        "finished_at": timezone.now(),
-    }
-    detail = {"attempt": attempt.pk, "payment_intent": result.payment_intent_id}
-    if result.succeeded:
-        to_state, action, comment, issue_fields = State.SUCCEEDED, "charge_succeeded", "", {}
-    else:
-        code = result.decline_code or result.failure_code
-        to_state, action, comment = State.FAILED, "charge_failed", result.message
-        detail.update(code=code, hard=result.hard_decline)
-        issue_fields = {
-            "failure_code": code,
-            "failure_message": result.message[:300],
-            "hard_decline": result.hard_decline,
-        }
-    _check_transition(State.CHARGING, to_state)
-    if connection.vendor in SINGLE_STATEMENT_VENDORS:
-        # One statement, so its own transaction (or part of the caller's, the reconciler's).
-        recorded, _moved = charging_sql.record(
-            attempt_id=attempt.pk,
-            outcome=outcome,
-            from_state=State.CHARGING,
-            to_state=to_state,
-            action=action,
-            comment=comment,
-            detail=detail,
-            issue_fields=issue_fields,
-            now=outcome["finished_at"],
-        )
-    else:
-        with transaction.atomic():
-            recorded = ChargeAttempt.objects.filter(
-                pk=attempt.pk, status=ChargeAttempt.Status.PENDING
-            ).update(**outcome)
-            if recorded:
-                _transition_row(
-                    attempt.issue_id,
-                    State.CHARGING,
-                    to_state,
-                    action=action,
-                    comment=comment,
-                    detail=detail,
-                    **issue_fields,
-                )
-    if not recorded:
-        attempt.refresh_from_db()
-        return attempt
-    issue_id, succeeded = attempt.issue_id, result.succeeded
-    # Runs at once after an autocommitted record, else when the caller's transaction commits.
-    transaction.on_commit(lambda: _after_outcome(issue_id, succeeded))
-    for field, value in outcome.items():
-        setattr(attempt, field, value)
-    return attempt
-
-
-def _after_outcome(issue_id: int, succeeded: bool) -> None:
-    from .tasks import charge_issue_outcome_notify
-
-    charge_issue_outcome_notify.delay(issue_id)
-
-
-def charge_attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
-    """Settle attempts whose outcome is unknown by asking the provider; returns how many.
-
-    Found at the provider: record what happened. Not found: no charge exists, so the call is
-    made again with the same idempotency key.
-    """
-    settled = 0
-    cutoff = timezone.now() - older_than
-    pending = ChargeAttempt.objects.filter(
-        status=ChargeAttempt.Status.PENDING, created_at__lte=cutoff
-    ).values_list("pk", flat=True)
-    for attempt_id in list(pending[:200]):
-        # The attempt stays locked through the lookup and any new call, so two reconcilers can
-        # never both decide "not found" and call twice. If this transaction dies after a call,
-        # the attempt is still pending and the next run finds that charge.
-        with transaction.atomic():
-            attempt = (
-                ChargeAttempt.objects.select_for_update(skip_locked=True, of=("self",))
-                .select_related("issue", "issue__card")
-                .filter(pk=attempt_id, status=ChargeAttempt.Status.PENDING)
-                .first()
-            )
-            if attempt is None:
-                continue
-            try:
-                found = gateway.payment_intent_find(
-                    customer_id=attempt.issue.provider_customer_id,
-                    metadata_key="charge_attempt",
-                    metadata_value=str(attempt.pk),
-                )
-            except gateway.ProviderError as exc:
-                logger.warning(
-                    "reconcile %s: provider unavailable (%s)", attempt.pk, exc.__class__.__name__
-                )
-                continue
-            if found is not None:
-                charge_attempt_record(attempt=attempt, result=found)
-            else:
-                _charge_attempt_call(
-                    attempt,
-                    customer_id=attempt.issue.provider_customer_id,
-                    payment_method_id=attempt.issue.card.provider_payment_method_id,
-                    space_id=attempt.issue.space_id,
-                )
-            settled += 1
-    return settled
+    return attempts.attempt_charge(owner=ISSUE_CHARGE, owner_id=issue_id)
 
 
 def charge_issues_due_dispatch() -> int:
@@ -600,10 +347,18 @@ def charge_issues_due_dispatch() -> int:
     lost message left behind; the charge itself is exactly-once)."""
     from .tasks import charge_issue_charge
 
-    due = ChargeIssue.objects.filter(state=State.APPROVED).filter(
-        Q(charge_date__isnull=True) | Q(charge_date__lte=timezone.now())
-    )
+    due = ChargeIssue.objects.filter(charge_issue_due_q(timezone.now()))
     ids = list(due.values_list("pk", flat=True)[:1000])
     for issue_id in ids:
         charge_issue_charge.delay(issue_id)
     return len(ids)
+
+
+def charge_issue_outcome_emails_dispatch(*, issue_id: int, succeeded: bool) -> None:
+    """After an outcome is committed: the customer's email, and for a failure the staff's,
+    each its own task (so one failing never re-sends the other, nor the webhook)."""
+    from . import tasks
+
+    tasks.charge_issue_customer_outcome_email.delay(issue_id)
+    if not succeeded:
+        tasks.charge_issue_staff_failure_email.delay(issue_id)

@@ -1,4 +1,3 @@
-import requests
 from celery import shared_task
 
 from . import notifications, services
@@ -7,11 +6,6 @@ from . import notifications, services
 @shared_task(name="billing.charge_issue_charge")
 def charge_issue_charge(issue_id: int) -> bool:
     return services.charge_issue_charge(issue_id=issue_id) is not None
-
-
-@shared_task(name="billing.charge_attempts_reconcile")
-def charge_attempts_reconcile() -> int:
-    return services.charge_attempts_reconcile()
 
 
 @shared_task(name="billing.charge_issues_due_dispatch")
@@ -29,11 +23,23 @@ def charge_issue_notification_email(issue_id: int) -> None:
     notifications.notification_send(issue_id=issue_id)
 
 
+# The outcome's emails are separate tasks from each other and from the space's webhook
+# (payments' outbox): a retry of one never sends another twice.
 @shared_task(
-    name="billing.charge_issue_outcome_notify",
-    autoretry_for=(OSError, requests.RequestException),
+    name="billing.charge_issue_customer_outcome_email",
+    autoretry_for=(OSError,),
     retry_backoff=True,
     max_retries=8,
 )
-def charge_issue_outcome_notify(issue_id: int) -> None:
-    notifications.outcome_notify(issue_id=issue_id)
+def charge_issue_customer_outcome_email(issue_id: int) -> None:
+    notifications.customer_outcome_send(issue_id=issue_id)
+
+
+@shared_task(
+    name="billing.charge_issue_staff_failure_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def charge_issue_staff_failure_email(issue_id: int) -> None:
+    notifications.staff_failure_send(issue_id=issue_id)

@@ -207,6 +207,9 @@ class CardEvent(models.Model):
         CARD_REGISTERED = "card_registered", "Card registered"
         INVITATION_SENT = "invitation_sent", "Registration link sent"
         CARD_EXPIRED = "card_expired", "Card expired"
+        CARD_UPDATED = "card_updated", "Card updated by the provider"
+        CARD_DETACHED = "card_detached", "Card detached at the provider"
+        CARD_ATTACHED = "card_attached", "Card attached again at the provider"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

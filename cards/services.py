@@ -356,6 +356,76 @@ def payment_cards_expire(*, today=None) -> int:
     return expired
 
 
+# --- Provider events --------------------------------------------------------------------------
+
+
+def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) -> bool:
+    """A provider event about a card (attached, detached, updated, or the card updater's new
+    expiry or number): make our PaymentCard what the provider holds now, audited with a
+    CardEvent in the same transaction. True if the card changed.
+
+    The card is read again from the provider rather than taken from the event, so events
+    applied in any order (or again) end in the same state: the provider's current one.
+    """
+    card = PaymentCard.objects.filter(provider_payment_method_id=payment_method_id).first()
+    if card is None:
+        return False  # not a card of ours (or not yet registered: registration reads it)
+    details = gateway.payment_method_retrieve(payment_method_id)
+    with transaction.atomic():
+        card = PaymentCard.objects.select_for_update().get(pk=card.pk)
+        customer = Customer.objects.get(pk=card.customer_id)
+        attached = details.customer_id is not None and (
+            details.customer_id == customer.provider_customer_id
+        )
+        before = {
+            "brand": card.brand,
+            "last4": card.last4,
+            "exp_month": card.exp_month,
+            "exp_year": card.exp_year,
+            "fingerprint": card.fingerprint,
+        }
+        after = {
+            "brand": normalise_brand(details.brand),
+            "last4": details.last4,
+            "exp_month": details.exp_month,
+            "exp_year": details.exp_year,
+            "fingerprint": details.fingerprint or card.fingerprint,
+        }
+        kind = None
+        if not attached:
+            if card.status != PaymentCard.Status.DETACHED:
+                card.status = PaymentCard.Status.DETACHED
+                card.is_default = False
+                kind = CardEvent.Kind.CARD_DETACHED
+        else:
+            if after != before:
+                for field, value in after.items():
+                    setattr(card, field, value)
+                kind = CardEvent.Kind.CARD_UPDATED
+            today = timezone.localdate()
+            live = (card.exp_year, card.exp_month) >= (today.year, today.month)
+            if card.status == PaymentCard.Status.DETACHED:
+                card.status = PaymentCard.Status.ACTIVE if live else PaymentCard.Status.EXPIRED
+                kind = kind or CardEvent.Kind.CARD_ATTACHED
+            elif card.status == PaymentCard.Status.EXPIRED and live:
+                card.status = PaymentCard.Status.ACTIVE
+        if kind is None:
+            return False
+        card.save()
+        CardEvent.objects.create(
+            space_id=card.space_id,
+            kind=kind,
+            customer_id=card.customer_id,
+            card=card,
+            detail={
+                "provider_event": event_type,
+                "before": before,
+                "after": after if attached else {},
+            },
+        )
+    return True
+
+
 # --- Invitations ------------------------------------------------------------------------------
 
 

@@ -20,4 +20,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
     path("api/v1/", include("billing.urls")),
+    path("webhooks/", include("payments.urls")),
 ]

@@ -11,6 +11,7 @@ Provider quirks this module knows about (localstripe, the development stand-in):
   ourselves (harmless on Stripe, where a SetupIntent made without a customer does not either).
 """
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -206,6 +207,7 @@ class ChargeResult:
     failure_code: str = ""
     decline_code: str = ""
     message: str = ""
+    charge_id: str = ""
 
     @property
     def hard_decline(self) -> bool:
@@ -258,14 +260,55 @@ def payment_intent_charge_off_session(
 def _charge_result(obj: dict) -> ChargeResult:
     status = obj["status"]
     error = obj.get("last_payment_error") or {}
+    charge = obj.get("latest_charge") or ""
+    if not charge:
+        # Older API versions (and localstripe) list the charges on the intent instead.
+        charges = (obj.get("charges") or {}).get("data") or []
+        charge = charges[-1] if charges else ""
+    if isinstance(charge, dict):
+        charge = charge.get("id") or ""
+    waiting = status in {"succeeded", "processing"}
     return ChargeResult(
         succeeded=status == "succeeded",
         payment_intent_id=obj["id"],
         status=status,
-        failure_code=error.get("code") or ("" if status == "succeeded" else status),
+        failure_code=error.get("code") or ("" if waiting else status),
         decline_code=error.get("decline_code") or "",
         message=error.get("message") or "",
+        charge_id=charge,
     )
+
+
+def charge_result_from(payment_intent: dict) -> ChargeResult:
+    """The outcome a PaymentIntent (as a webhook carries it) stands for."""
+    return _charge_result(payment_intent)
+
+
+def payment_intent_retrieve(payment_intent_id: str) -> ChargeResult:
+    return _charge_result(client().v1.payment_intents.retrieve(payment_intent_id).to_dict())
+
+
+# --- Webhooks ---------------------------------------------------------------------------------
+
+SignatureError = stripe.SignatureVerificationError
+# Stripe's own default: an event signed longer ago than this is refused as a possible replay.
+WEBHOOK_TOLERANCE_SECONDS = 300
+
+
+def webhook_event_verify(*, payload: bytes, signature_header: str) -> dict:
+    """The event a provider webhook carries, once its signature and age are verified with the
+    SDK; raises SignatureError or ValueError (not JSON)."""
+    event = json.loads(payload)
+    if not isinstance(event, dict):
+        # The SDK assumes an object and would fail with an AttributeError on anything else.
+        raise ValueError("The webhook body is not a JSON object.")
+    stripe.Webhook.construct_event(
+        payload,
+        signature_header,
+        settings.STRIPE_WEBHOOK_SECRET,
+        tolerance=WEBHOOK_TOLERANCE_SECONDS,
+    )
+    return event
 
 
 def payment_intent_find(*, customer_id: str, metadata_key: str, metadata_value: str):

@@ -23,7 +23,7 @@ _CARDS_READ = {
     "cards.view_cardevent",
 }
 
-_BILLING_READ = {"billing.view_chargeissue", "billing.view_chargeattempt"}
+_BILLING_READ = {"billing.view_chargeissue", "payments.view_chargeattempt"}
 
 ROLE_PERMISSIONS: dict[str, set[str]] = {
     CLERK: {
@@ -59,6 +59,11 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "otp_totp.delete_totpdevice",
         # No django_celery_beat permission: the schedules run for every space, so only
         # superusers see or change them (spaces/admin.py).
+        # Their space's outbound events and delivery log, and "redeliver". (Provider events
+        # belong to the platform account, not to a space: superusers only.)
+        "payments.view_outboundevent",
+        "payments.change_outboundevent",
+        "payments.view_deliveryattempt",
     },
 }
 

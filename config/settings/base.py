@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "axes",
     "core",
     "spaces",
+    "payments",
     "cards",
     "billing",
     "chargeflows",
@@ -183,7 +184,12 @@ WEBHOOK_ALLOWED_PRIVATE_NETWORKS = env.list("WEBHOOK_ALLOWED_PRIVATE_NETWORKS", 
 
 # --- Celery -----------------------------------------------------------------------------------
 CELERY_BROKER_URL = env("CELERY_BROKER_URL")
-CELERY_BROKER_TRANSPORT_OPTIONS = {}
+# Redis redelivers a message that was taken but not acknowledged (acks late: the worker died)
+# only after the visibility timeout. Its default, one hour, would leave a killed worker's charge
+# waiting that long. It must be longer than any task runs (a charge: one provider call of at most
+# STRIPE_TIMEOUT_SECONDS; the longest, the reconciler's batch, is safe to run twice, as every
+# task is), and is far shorter than an hour so lost work returns within minutes.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 # A task that moves money is idempotent by design (database-guarded), so it is acknowledged
@@ -204,8 +210,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60.0,
     },
     "billing-reconcile-attempts": {
-        "task": "billing.charge_attempts_reconcile",
+        "task": "payments.charge_attempts_reconcile",
         "schedule": 120.0,
+    },
+    "payments-provider-events-retry": {
+        "task": "payments.provider_events_retry",
+        "schedule": 60.0,
+    },
+    "payments-outbound-events-sweep": {
+        "task": "payments.outbound_events_sweep",
+        "schedule": 60.0,
     },
     "cards-expire-cards": {
         "task": "cards.payment_cards_expire",

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from billing import services
 from billing.exceptions import SelfApprovalRefused
-from billing.models import ChargeAttempt, ChargeIssue, ChargeIssueEvent
+from billing.models import ChargeIssue, ChargeIssueEvent
+from payments.models import ChargeAttempt
 from spaces.roles import APPROVER, CLERK
 from tests.billing.conftest import payment_intents_for
 from tests.factories import (
@@ -224,7 +225,9 @@ def test_approver_approves_and_the_issue_is_charged_once(
     assert [(pi["amount"], pi["currency"], pi["status"]) for pi in intents] == [
         (4990, "eur", "succeeded")
     ]
-    assert ChargeAttempt.objects.get(issue=issue).provider_payment_intent_id == intents[0]["id"]
+    assert (
+        ChargeAttempt.objects.get(charge_issue=issue).provider_payment_intent_id == intents[0]["id"]
+    )
     # The second submission met a finished issue: refused with a message, nothing charged again.
     assert again.status_code == 302 and "is not possible" in messages_of(again)[-1]
     assert len(payment_intents_for(localstripe, issue)) == 1
@@ -475,10 +478,10 @@ def test_attempts_are_listed_for_the_own_space_only(
             services.charge_issue_approve(issue=target, acting_user=approving)
     client.force_login(clerk)
 
-    listing = client.get(reverse("admin:billing_chargeattempt_changelist"))
-    add = client.get(reverse("admin:billing_chargeattempt_add"))
+    listing = client.get(reverse("admin:payments_chargeattempt_changelist"))
+    add = client.get(reverse("admin:payments_chargeattempt_add"))
 
-    assert [a.issue for a in listing.context["cl"].result_list] == [issue]
+    assert [a.charge_issue for a in listing.context["cl"].result_list] == [issue]
     assert "49.90 EUR" in listing.content.decode()
     assert add.status_code == 403
 

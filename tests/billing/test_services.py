@@ -16,10 +16,11 @@ from billing.exceptions import (
     NotAllowed,
     SelfApprovalRefused,
 )
-from billing.models import TRANSITIONS, ChargeAttempt, ChargeIssue, ChargeIssueEvent
+from billing.models import TRANSITIONS, ChargeIssue, ChargeIssueEvent
 from cards import services as card_services
 from cards.models import CardEvent
-from payments import gateway
+from payments import attempts, gateway
+from payments.models import ChargeAttempt
 from spaces.roles import APPROVER, CLERK
 from tests.billing.conftest import DECLINES_ON_CHARGE, payment_intents_for
 from tests.factories import CustomerFactory, PaymentCardFactory, SpaceFactory, StaffUserFactory
@@ -33,7 +34,7 @@ def charging_path(request, monkeypatch):
     """Every test here runs on both charging paths: PostgreSQL's single statements and the ORM
     path the local SQLite run uses."""
     if request.param == "orm":
-        monkeypatch.setattr(services, "SINGLE_STATEMENT_VENDORS", set())
+        monkeypatch.setattr(attempts, "SINGLE_STATEMENT_VENDORS", set())
     return request.param
 
 
@@ -328,7 +329,7 @@ def test_the_charge_task_delivered_twice_charges_once(approved_issue, localstrip
     approved_issue.refresh_from_db()
     assert approved_issue.state == State.SUCCEEDED
     assert len(payment_intents_for(localstripe, approved_issue)) == 1
-    assert ChargeAttempt.objects.filter(issue=approved_issue).count() == 1
+    assert ChargeAttempt.objects.filter(charge_issue=approved_issue).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
@@ -382,16 +383,16 @@ def test_two_workers_racing_on_postgresql_charge_once(localstripe):
 def test_a_crash_after_the_provider_call_is_settled_by_the_reconciler_without_a_second_charge(
     approved_issue, localstripe, monkeypatch
 ):
-    real_record = services.charge_attempt_record
+    real_record = attempts.attempt_record
 
     def crash(**kwargs):
         # Fault injection: the worker dies after the provider charged, before our commit.
         raise SystemExit("worker killed")
 
-    monkeypatch.setattr(services, "charge_attempt_record", crash)
+    monkeypatch.setattr(attempts, "attempt_record", crash)
     with pytest.raises(SystemExit):
         services.charge_issue_charge(issue_id=approved_issue.pk)
-    monkeypatch.setattr(services, "charge_attempt_record", real_record)
+    monkeypatch.setattr(attempts, "attempt_record", real_record)
 
     approved_issue.refresh_from_db()
     assert approved_issue.state == State.CHARGING
@@ -400,8 +401,8 @@ def test_a_crash_after_the_provider_call_is_settled_by_the_reconciler_without_a_
 
     # Redelivered task and beat sweeps: nothing may charge again while the outcome is unknown.
     assert services.charge_issue_charge(issue_id=approved_issue.pk) is None
-    assert services.charge_attempts_reconcile() == 0  # too recent: its call might still land
-    assert services.charge_attempts_reconcile(older_than=timedelta(0)) == 1
+    assert attempts.attempts_reconcile() == 0  # too recent: its call might still land
+    assert attempts.attempts_reconcile(older_than=timedelta(0)) == 1
 
     approved_issue.refresh_from_db()
     assert approved_issue.state == State.SUCCEEDED
@@ -409,7 +410,7 @@ def test_a_crash_after_the_provider_call_is_settled_by_the_reconciler_without_a_
     intents = payment_intents_for(localstripe, approved_issue)
     assert len(intents) == 1
     assert approved_issue.attempt.provider_payment_intent_id == intents[0]["id"]
-    assert services.charge_attempts_reconcile(older_than=timedelta(0)) == 0
+    assert attempts.attempts_reconcile(older_than=timedelta(0)) == 0
 
 
 def test_a_call_that_never_reached_the_provider_is_made_again_by_the_reconciler(
@@ -422,12 +423,12 @@ def test_a_call_that_never_reached_the_provider_is_made_again_by_the_reconciler(
         patch.setattr(gateway, "payment_intent_charge_off_session", unreachable)
         services.charge_issue_charge(issue_id=approved_issue.pk)
 
-    attempt = ChargeAttempt.objects.get(issue=approved_issue)
-    assert attempt.status == ChargeAttempt.Status.PENDING
+    attempt = ChargeAttempt.objects.get(charge_issue=approved_issue)
+    assert attempt.status == ChargeAttempt.Status.UNKNOWN
     assert attempt.last_error == "APIConnectionError"
     assert payment_intents_for(localstripe, approved_issue) == []
 
-    assert services.charge_attempts_reconcile(older_than=timedelta(0)) == 1
+    assert attempts.attempts_reconcile(older_than=timedelta(0)) == 1
 
     approved_issue.refresh_from_db()
     assert approved_issue.state == State.SUCCEEDED

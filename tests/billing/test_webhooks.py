@@ -8,8 +8,9 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from billing import notifications, services
+from billing import services
 from billing.models import ChargeIssue
+from payments import outbox
 from tests.billing.conftest import DECLINES_ON_CHARGE, VISA
 
 pytestmark = pytest.mark.django_db
@@ -78,8 +79,8 @@ def _the_one_event(receiver, started: int):
     signature = headers["X-Backoffice-Signature"]
     timestamp = int(dict(part.split("=", 1) for part in signature.split(","))["t"])
     assert started <= timestamp <= time.time() + 1
-    assert signature == notifications.webhook_signature(SECRET, timestamp, body)
-    assert signature != notifications.webhook_signature("another secret", timestamp, body)
+    assert signature == outbox.webhook_signature(SECRET, timestamp, body)
+    assert signature != outbox.webhook_signature("another secret", timestamp, body)
     return headers["X-Backoffice-Event"], json.loads(body)
 
 

@@ -48,8 +48,8 @@ def drop_same_space_keys(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("billing", "0001_initial"),
-        ("cards", "0002_customer_space_fixed"),
+        ("billing", "0002_chargeattempt_moves_to_payments"),
+        ("cards", "0003_customer_space_fixed"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -55,7 +55,7 @@ def drop_same_space_keys(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("cards", "0001_initial"),
+        ("cards", "0002_cardevent_provider_kinds"),
         ("spaces", "0004_space_settings_validated"),
     ]
 
