@@ -17,6 +17,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 from core.admin import object_id_or_404
+from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
 from . import (
@@ -328,7 +329,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                     )
                 except BillingError as exc:
                     self._log_refusal(request, issue, exc, ENTER_AMOUNT)
-                    form.add_billing_error(exc)
+                    form_add_domain_error(form, exc)
                 else:
                     messages.success(
                         request, f"The amount of charge #{issue.pk} was entered for approval."
@@ -350,7 +351,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 except BillingError as exc:
                     # E.g. the four-eyes refusal, which the service has already audited.
                     self._log_refusal(request, issue, exc, APPROVAL)
-                    messages.error(request, exc.message)
+                    message_refusal(request, exc)
                 else:
                     messages.success(request, f"Charge #{issue.pk} was approved.")
                 return HttpResponseRedirect(self._change_url(issue))
@@ -360,7 +361,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 )
             except BillingError as exc:
                 self._log_refusal(request, issue, exc, APPROVAL)
-                form.add_billing_error(exc)
+                form_add_domain_error(form, exc)
             else:
                 messages.success(request, f"Charge #{issue.pk} was returned to the clerk.")
                 return HttpResponseRedirect(self._change_url(issue))
@@ -376,7 +377,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             new = services.charge_issue_restart(issue=issue, acting_user=request.user)
         except BillingError as exc:
             self._log_refusal(request, issue, exc, RESTART)
-            messages.error(request, exc.message)
+            message_refusal(request, exc)
             return HttpResponseRedirect(self._change_url(issue))
         messages.success(
             request,
@@ -399,7 +400,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 )
             except BillingError as exc:
                 self._log_refusal(request, issue, exc, CANCEL)
-                messages.error(request, exc.message)
+                message_refusal(request, exc)
             else:
                 messages.success(request, f"Charge #{issue.pk} was cancelled.")
             return HttpResponseRedirect(self._change_url(issue))

@@ -5,6 +5,7 @@ billing/admin.py imports this module; importing it registers the admin on the de
 
 from django.contrib import admin, messages
 
+from core.errors import message_refusal
 from spaces.admin import SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import api_services
@@ -94,7 +95,7 @@ class ApiKeyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
             try:
                 api_services.api_key_revoke(api_key=api_key, acting_user=request.user)
             except BillingError as exc:
-                self.message_user(request, f"{api_key}: {exc.message}", messages.ERROR)
+                message_refusal(request, exc, subject=api_key)
                 continue
             self.log_change(request, api_key, "Revoked.")
             revoked += 1

@@ -15,7 +15,7 @@ api_services.charge_issue_api_start, which also explains which answers are repla
 repeated Idempotency-Key (only the 201).
 
 The body is JSON (Content-Type: application/json, UTF-8) of at most MAX_BODY_BYTES. `amount`
-follows the admin's rule (billing.money.to_minor): plain decimal text in ASCII digits with no
+follows the admin's rule (core.money.to_minor): plain decimal text in ASCII digits with no
 spaces around it, at least the provider's minimum charge for the currency (0.50 EUR, 50 JPY,
 ...) and at most the space's maximum.
 
@@ -36,9 +36,11 @@ from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from cards.models import Customer
-from cards.ratelimit import attempt_allowed
+from core import money
+from core.errors import domain_error_json, error_json
+from core.ratelimit import attempt_allowed
 
-from . import api_services, money
+from . import api_services
 from .exceptions import BillingError, InvalidAmount
 from .models import ApiKey
 
@@ -113,16 +115,12 @@ class ChargeIssueCreateForm(forms.Form):
         return errors
 
 
-def _error(status: int, code: str, message: str, **extra) -> JsonResponse:
-    return JsonResponse({"error": message, "code": code, **extra}, status=status)
-
-
 def _invalid(fields: dict[str, list[str]]) -> JsonResponse:
-    return _error(400, "invalid", "Invalid request", fields=fields)
+    return error_json(400, "invalid", "Invalid request", fields=fields)
 
 
 def _unauthorized(message: str, *, invalid_token: bool = False) -> JsonResponse:
-    response = _error(401, "unauthorized", message)
+    response = error_json(401, "unauthorized", message)
     challenge = 'Bearer realm="api"'
     if invalid_token:
         challenge += ', error="invalid_token"'
@@ -132,7 +130,7 @@ def _unauthorized(message: str, *, invalid_token: bool = False) -> JsonResponse:
 
 def _billing_error(exc: BillingError, api_key: ApiKey) -> JsonResponse:
     logger.info("api refused: code=%s key=%s", exc.code, api_key.prefix)
-    return _error(_STATUS_FOR_CODE.get(exc.code, 422), exc.code, exc.message)
+    return domain_error_json(exc, status=_STATUS_FOR_CODE.get(exc.code, 422))
 
 
 def _answer(outcome: api_services.ApiResponse) -> JsonResponse:
@@ -167,7 +165,7 @@ def _body_refusal(request) -> JsonResponse | None:
     content_type = (request.content_type or "").lower()
     charset = request.content_params.get("charset", "utf-8").lower()
     if content_type != "application/json" or charset not in ("utf-8", "utf8"):
-        return _error(
+        return error_json(
             415,
             "unsupported_media_type",
             "Send the body as JSON in UTF-8, with Content-Type: application/json.",
@@ -177,7 +175,7 @@ def _body_refusal(request) -> JsonResponse | None:
     except ValueError:
         declared = 0
     if declared > MAX_BODY_BYTES or len(request.body) > MAX_BODY_BYTES:
-        return _error(
+        return error_json(
             413,
             "payload_too_large",
             f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.",
@@ -211,7 +209,7 @@ def _customer(space, identifier: str) -> Customer | None:
 def charge_issue_create(request):
     """Start a charging issue for one of the key's space's customers (see the module doc)."""
     if request.method != "POST":
-        response = _error(405, "method_not_allowed", "Use POST to start a charging issue.")
+        response = error_json(405, "method_not_allowed", "Use POST to start a charging issue.")
         response["Allow"] = "POST"
         return response
 
@@ -223,7 +221,7 @@ def charge_issue_create(request):
         scope="billing-api", key=str(api_key.pk), limit=RATE_LIMIT, window=RATE_WINDOW_SECONDS
     )
     if not allowed:
-        response = _error(429, "rate_limited", "Too many requests with this key; slow down.")
+        response = error_json(429, "rate_limited", "Too many requests with this key; slow down.")
         response["Retry-After"] = str(retry_after)
         return response
 
@@ -238,11 +236,13 @@ def charge_issue_create(request):
         return refusal
     data = _json_object(request)
     if isinstance(data, str):
-        return _error(400, "invalid_json", data)
+        return error_json(400, "invalid_json", data)
     try:
         request_hash = api_services.api_request_hash(data)
     except UnicodeEncodeError:
-        return _error(400, "invalid_json", "The request body contains text that is not Unicode.")
+        return error_json(
+            400, "invalid_json", "The request body contains text that is not Unicode."
+        )
 
     try:
         if idempotency_key:
@@ -258,7 +258,9 @@ def charge_issue_create(request):
             return _invalid(errors)
         customer = _customer(api_key.space, form.cleaned_data["customer"])
         if customer is None:
-            return _error(404, "customer_not_found", "No customer with this number in your space.")
+            return error_json(
+                404, "customer_not_found", "No customer with this number in your space."
+            )
 
         outcome = api_services.charge_issue_api_start(
             api_key=api_key,

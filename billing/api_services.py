@@ -14,10 +14,11 @@ from django.urls import reverse
 from django.utils import timezone
 
 from cards.models import Customer
+from core import money
 from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
 
-from . import money, services
+from . import services
 from .exceptions import BillingError, InvalidAmount, NotAllowed
 from .models import ApiIdempotencyRecord, ApiKey, ApiKeyEvent, ChargeIssue
 

@@ -1,16 +1,11 @@
-class BillingError(Exception):
-    """A rule was broken. `message` is safe to show; `code` is for logs and API clients."""
+from core.errors import DomainError
+
+
+class BillingError(DomainError):
+    """A charging-issue rule was broken (see core.errors.DomainError: code, message, field)."""
 
     code = "billing_error"
     message = "This charge cannot be changed that way."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None, field=None):
-        if message:
-            self.message = message
-        if code:
-            self.code = code
-        self.field = field
-        super().__init__(self.message)
 
 
 class IllegalTransition(BillingError):

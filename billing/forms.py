@@ -1,21 +1,16 @@
 """Forms of the admin steps. They check input shape only; the services decide what is allowed
-(amount rules, states, four eyes) and their BillingError is shown on the form."""
+(amount rules, states, four eyes) and their BillingError is shown on the form
+(core.errors.form_add_domain_error)."""
 
 from django import forms
 from django.conf import settings
 
-from . import money
-from .exceptions import BillingError
+from core import money
+
 from .models import ChargeIssue
 
 
-class BillingErrorForm(forms.Form):
-    def add_billing_error(self, exc: BillingError) -> None:
-        """Show a service's refusal next to the field it names, else above the form."""
-        self.add_error(exc.field if exc.field in self.fields else None, exc.message)
-
-
-class ChargeAmountEntryForm(BillingErrorForm):
+class ChargeAmountEntryForm(forms.Form):
     """1. Charge amount entry: what is new for this charge; customer data is inherited."""
 
     # A text input, not type=number: browsers would silently reformat or refuse "12,50" or
@@ -52,7 +47,7 @@ class ChargeAmountEntryForm(BillingErrorForm):
             try:
                 money.to_minor(amount, currency)
             except money.MoneyError as exc:
-                self.add_error("amount", str(exc))
+                self.add_error("amount", exc.message)
         return cleaned
 
     @classmethod
@@ -71,7 +66,7 @@ class ChargeAmountEntryForm(BillingErrorForm):
         }
 
 
-class ChargeApprovalForm(BillingErrorForm):
+class ChargeApprovalForm(forms.Form):
     APPROVE = "approve"
     RETURN = "return"
 
@@ -87,7 +82,7 @@ class ChargeApprovalForm(BillingErrorForm):
     )
 
 
-class ChargeCancelForm(BillingErrorForm):
+class ChargeCancelForm(forms.Form):
     comment = forms.CharField(
         label="Reason",
         required=False,

@@ -5,9 +5,8 @@ from django.db import models
 from django.db.models import Q
 
 from cards.models import CardEvent, Customer, PaymentCard
+from core.money import format_money
 from spaces.models import Space
-
-from .money import format_money
 
 
 class ChargeIssue(models.Model):

@@ -7,11 +7,11 @@ from django.db import transaction
 from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
+from core import money
 from payments import attempts
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
 
-from . import money
 from .charging import ISSUE_CHARGE
 from .exceptions import (
     IllegalTransition,

@@ -1,6 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
 
+from core.errors import DomainError, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import services
@@ -72,8 +73,8 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         description="Start a charge (1. charge amount entry)", permissions=["start_charge"]
     )
     def start_charge(self, request, queryset):
-        # Billing builds on cards, not the other way round: imported where it is used.
-        from billing.exceptions import BillingError
+        # Billing builds on cards, not the other way round: imported where it is used (its
+        # refusals are DomainErrors, so catching them needs no billing import).
         from billing.services import charge_issue_start_by_staff
 
         started, refused = 0, []
@@ -81,16 +82,16 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
             try:
                 charge_issue_start_by_staff(customer=customer, acting_user=request.user)
                 started += 1
-            except BillingError as error:
-                refused.append(f"{customer.name}: {error.message}")
+            except DomainError as error:
+                refused.append((customer.name, error))
         if started:
             self.message_user(
                 request,
                 f"Started {started} charge(s); they wait for 1. charge amount entry.",
                 messages.SUCCESS,
             )
-        for line in refused:
-            self.message_user(request, line, messages.ERROR)
+        for name, error in refused:
+            message_refusal(request, error, subject=name)
 
     def has_start_charge_permission(self, request):
         return request.user.has_perm("billing.add_chargeissue")

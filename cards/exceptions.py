@@ -1,15 +1,12 @@
-class CardsError(Exception):
-    """A rule was broken. `message` is safe to show to the customer or staff; `code` is for logs."""
+from core.errors import DomainError
+
+
+class CardsError(DomainError):
+    """A card or registration rule was broken (see core.errors.DomainError); the message is safe
+    to show to the customer or staff."""
 
     code = "cards_error"
     message = "Something went wrong with the card."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None):
-        if message:
-            self.message = message
-        if code:
-            self.code = code
-        super().__init__(self.message)
 
 
 class RegistrationRefused(CardsError):

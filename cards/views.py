@@ -14,13 +14,22 @@ from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import get_language_from_request
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.errors import domain_error_json
+from core.hosted import hosted_page
+from core.ratelimit import posts_rate_limited
 from spaces.models import Space
 
 from . import selectors, services
 from .exceptions import CardsError
 from .forms import CardRegistrationForm, InvitationRegistrationForm
-from .ratelimit import registration_rate_limited
-from .security import hosted_page
+
+# Per client IP, on every registration page and its setup-intent endpoints together.
+registration_rate_limited = posts_rate_limited(
+    scope="card-registration",
+    limit_setting="CARD_REGISTRATION_RATE_LIMIT",
+    window_setting="CARD_REGISTRATION_RATE_WINDOW",
+    template="cards/rate_limited.html",
+)
 
 
 def _public_space(space_slug: str) -> Space:
@@ -180,7 +189,7 @@ def invitation_setup_intent(request, invitation_ref, token):
     try:
         invite = _invitation(invitation_ref, token)
     except CardsError as error:
-        return JsonResponse({"error": error.message, "code": error.code}, status=410)
+        return domain_error_json(error, status=410)
     return _setup_intent_response(space=invite.space, invitation=invite)
 
 
@@ -188,7 +197,7 @@ def _setup_intent_response(*, space, invitation=None):
     try:
         intent = services.registration_setup_intent_start(space=space, invitation=invitation)
     except CardsError as error:
-        return JsonResponse({"error": error.message, "code": error.code}, status=503)
+        return domain_error_json(error, status=503)
     return JsonResponse({"client_secret": intent.client_secret})
 
 

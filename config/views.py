@@ -18,13 +18,14 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import requires_csrf_token
 from django.views.decorators.http import require_GET
 
-from cards.security import apply_hosted_headers
+from core.errors import error_json
+from core.hosted import apply_hosted_headers
 
 from .health import run_checks
 
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/admin/"
-# The customer-facing area whose pages carry cards.security's headers, error pages included.
+# The customer-facing area whose pages carry core.hosted's headers, error pages included.
 HOSTED_PREFIXES = ("/register/",)
 
 
@@ -108,7 +109,7 @@ def _error_response(request, status: int, *, message: str = "") -> HttpResponse:
     code, title, default_message = ERRORS[status]
     message = message or default_message
     if _is_api(request):
-        return JsonResponse({"error": message, "code": code}, status=status)
+        return error_json(status, code, message)
     context = {"status": status, "title": title, "message": message}
     context["back_url"] = _back_url(request)
     # An admin page (header, user tools, breadcrumbs), so staff stay in the back office; not
@@ -152,7 +153,7 @@ def server_error(request=None):
     which may need the database or the session that just failed."""
     code, _, message = ERRORS[500]
     if request is not None and _is_api(request):
-        return JsonResponse({"error": message, "code": code}, status=500)
+        return error_json(500, code, message)
     response = HttpResponse(loader.get_template("500.html").render(), status=500)
     if request is not None and _is_hosted(request):
         apply_hosted_headers(response)

@@ -31,13 +31,15 @@ from urllib.parse import parse_qsl, unquote, unquote_plus
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse
 from django.http.multipartparser import MultiPartParserError
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from .cardguard import contains_card_number
+from .errors import error_json
+from .hosted import apply_hosted_headers
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +292,7 @@ def _back_url(request) -> str:
 
 def _refusal_response(request, refusal: Refusal) -> HttpResponse:
     if _wants_json(request):
-        response = JsonResponse({"error": refusal.message, "code": refusal.code}, status=400)
+        response = error_json(400, refusal.code, refusal.message)
     else:
         # Rendered without the request: no context processor runs (the session and the user
         # are not loaded, and must not be).
@@ -306,12 +308,9 @@ def _refusal_response(request, refusal: Refusal) -> HttpResponse:
         )
         response = HttpResponse(html, status=400)
     # SecurityMiddleware and XFrameOptionsMiddleware (placed before this one) add the headers
-    # every page carries; these are the ones the hosted pages set themselves.
-    response["Content-Security-Policy"] = REFUSAL_CSP
-    response["Cache-Control"] = "no-store"
-    response["X-Content-Type-Options"] = "nosniff"
-    response["Referrer-Policy"] = "same-origin"
-    response["Permissions-Policy"] = "camera=(), microphone=(), geolocation=()"
+    # every page carries; these are the ones the hosted pages set themselves, with a stricter
+    # policy.
+    apply_hosted_headers(response, policy=REFUSAL_CSP)
     # django.request would log "Bad Request: <path>" for this 400, and the path may be what
     # was refused. log_response() skips a response marked as logged.
     response._has_been_logged = True

@@ -5,6 +5,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 
 from core.admin import ObjectIdAdminMixin
+from core.money import format_money
 from spaces.admin import ReadOnlyScopedAdmin
 
 from . import outbox, webhooks
@@ -53,10 +54,6 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
 
     @admin.display(description="amount", ordering="amount_minor")
     def amount(self, attempt):
-        # Money formatting still lives in billing; it moves to core (issue 8 §5), and this
-        # import becomes a module-level one from core then.
-        from billing.money import format_money
-
         return format_money(attempt.amount_minor, attempt.currency)
 
 

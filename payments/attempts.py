@@ -20,10 +20,12 @@ the local run) the ORM does the same steps. Tests run both paths.
 """
 
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -229,8 +231,18 @@ def attempt_execute(*, attempt: ChargeAttempt) -> ChargeAttempt:
         )
         attempt.status = Status.UNKNOWN
         return attempt
+    _test_pause_after_provider_call()
     attempt_record(attempt=attempt, result=result)
     return attempt
+
+
+def _test_pause_after_provider_call() -> None:
+    """Test-only hook: the real-broker tests (tests/payments/test_real_broker.py) make a worker
+    wait here, where the provider has charged and nothing is recorded yet, so they can SIGKILL
+    it at the worst moment. The setting exists only in config.settings.test (default 0)."""
+    seconds = getattr(settings, "PAYMENTS_TEST_PAUSE_AFTER_PROVIDER_CALL_SECONDS", 0)
+    if seconds:
+        time.sleep(seconds)
 
 
 def attempt_charge(*, owner: AttemptOwner, owner_id) -> ChargeAttempt | None:

@@ -21,6 +21,8 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from core.errors import error_json
+
 from . import attempts, gateway
 from .models import ProviderEvent
 from .signals import provider_event_received
@@ -56,19 +58,16 @@ def stripe_webhook(request):
             signature_header=request.headers.get("Stripe-Signature", ""),
         )
     except gateway.SignatureError:
-        return JsonResponse(
-            {"error": "The signature is missing, wrong or too old.", "code": "bad_signature"},
-            status=400,
-        )
+        return error_json(400, "bad_signature", "The signature is missing, wrong or too old.")
     except ValueError:
-        return JsonResponse({"error": "The body is not JSON.", "code": "bad_body"}, status=400)
+        return error_json(400, "bad_body", "The body is not JSON.")
     if not (
         isinstance(event, dict)
         and isinstance(event.get("id"), str)
         and isinstance(event.get("type"), str)
         and event["id"]
     ):
-        return JsonResponse({"error": "Not an event.", "code": "bad_event"}, status=400)
+        return error_json(400, "bad_event", "Not an event.")
     created = provider_event_receive(event=event)
     return JsonResponse({"received": True, "replay": not created})
 

@@ -108,6 +108,12 @@ def main() -> None:
         wait_for_port(LOCALSTRIPE_PORT, localstripe, "localstripe")
         # Demo data registers a demo card with localstripe, so it runs once that is up.
         subprocess.run([*manage, "seed_demo"], env=env, check=True)
+        # The provider's events (payment_intent.*, payment_method.*) reach /webhooks/stripe.
+        subprocess.run(
+            [*manage, "localstripe_webhooks", f"http://127.0.0.1:{WEB_PORT}/webhooks/stripe"],
+            env=env,
+            check=True,
+        )
         celery = [PY, "-m", "celery", "-A", "config"]
         start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
         start(

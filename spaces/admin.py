@@ -14,6 +14,7 @@ from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from core.admin import ObjectIdAdminMixin
+from core.errors import message_refusal
 
 from . import services, twofactor
 from .models import Space, SpaceChargeLimit, SpaceEvent, SpaceMembership
@@ -152,7 +153,7 @@ class SpaceAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
                     space=space, acting_user=request.user
                 )
             except services.SpaceError as exc:
-                self.message_user(request, f"{space}: {exc.message}", messages.ERROR)
+                message_refusal(request, exc, subject=space)
                 continue
             self._show_secret(request, space, secret)
 
@@ -212,7 +213,7 @@ def reset_second_factor(modeladmin, request, queryset):
         try:
             twofactor.second_factor_reset(user=user, acting_user=request.user)
         except twofactor.TwoFactorError as exc:
-            modeladmin.message_user(request, exc.message, messages.ERROR)
+            message_refusal(request, exc)
         else:
             modeladmin.message_user(
                 request,

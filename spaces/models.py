@@ -6,7 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
-from core.currencies import CURRENCY_CHOICES
+from core.money import CURRENCY_CHOICES
 from core.outbound import UnsafeURL, public_url_check
 
 

@@ -2,23 +2,18 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
+from core.errors import DomainError
+
 from .models import Space, SpaceEvent, SpaceMembership, webhook_secret_new
 from .roles import ROLES, sync_roles
 from .selectors import user_may_act_in_space
 
 
-class SpaceError(Exception):
-    """A rule was broken. `message` is safe to show; `code` is for logs."""
+class SpaceError(DomainError):
+    """A space rule was broken (see core.errors.DomainError)."""
 
     code = "space_error"
     message = "This space cannot be changed that way."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None):
-        if message:
-            self.message = message
-        if code:
-            self.code = code
-        super().__init__(self.message)
 
 
 def space_get_or_create(*, slug: str, name: str, default_currency: str = "EUR") -> Space:

@@ -17,6 +17,8 @@ from django_otp.models import Device
 from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from core.errors import DomainError
+
 from .models import SpaceMembership
 from .roles import ADMIN, APPROVER
 from .selectors import space_list_for_user
@@ -28,13 +30,11 @@ RECOVERY_CODES_NAME = "Recovery codes"
 RESET_PERMISSION = "otp_totp.delete_totpdevice"
 
 
-class TwoFactorError(Exception):
+class TwoFactorError(DomainError):
     """A refused second-factor step: `code` for logs, `message` safe to show the user."""
 
     def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-        self.message = message
+        super().__init__(message, code=code)
 
 
 def second_factor_required(user) -> bool:

@@ -188,8 +188,11 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # only after the visibility timeout. Its default, one hour, would leave a killed worker's charge
 # waiting that long. It must be longer than any task runs (a charge: one provider call of at most
 # STRIPE_TIMEOUT_SECONDS; the longest, the reconciler's batch, is safe to run twice, as every
-# task is), and is far shorter than an hour so lost work returns within minutes.
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 600}
+# task is), and is far shorter than an hour so lost work returns within minutes. The real-broker
+# tests (tests/payments/test_real_broker.py) set a few seconds for the workers they start.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
 # A task that moves money is idempotent by design (database-guarded), so it is acknowledged

@@ -26,6 +26,20 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STAFF_2FA_REQUIRED = False
 STRIPE_TIMEOUT_SECONDS = 5.0
 # Tasks sent on commit run inline, so a test sees their effects (emails, dispatched events).
-# The embedded and Redis brokers themselves are exercised by tests/test_make_run.py.
-CELERY_TASK_ALWAYS_EAGER = True
+# The embedded broker is exercised by tests/test_make_run.py; Redis with real worker processes
+# by tests/payments/test_real_broker.py, which starts its workers with CELERY_EAGER=false.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_EAGER", default=True)
 CELERY_TASK_EAGER_PROPAGATES = True
+# kombu looks for messages past their visibility timeout only every ~100 s by default (a sweep
+# every 10 s that scans Redis on every 10th call): every second here, so the few seconds the
+# real-broker tests set (CELERY_VISIBILITY_TIMEOUT) bring a killed worker's message back soon.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    **CELERY_BROKER_TRANSPORT_OPTIONS,
+    "unacked_restore_interval": 1,
+    "unacked_restore_throttle": 1,
+}
+# Test-only hook, read once in payments/attempts.py: seconds a worker waits between the
+# provider's answer and recording it, so a test can kill it there. Exists only in test settings.
+PAYMENTS_TEST_PAUSE_AFTER_PROVIDER_CALL_SECONDS = env.float(
+    "PAYMENTS_TEST_PAUSE_AFTER_PROVIDER_CALL_SECONDS", default=0.0
+)

@@ -1,4 +1,6 @@
-"""Headers for the hosted pages customers see."""
+"""Headers for the hosted pages customers see (card registration, payment links) and for the
+error and refusal pages answered in their place: the Content-Security-Policy that lets in only
+Stripe.js, and the headers that keep the page (whose URL may carry a token) private."""
 
 from functools import lru_cache, wraps
 from urllib.parse import urlsplit
@@ -53,9 +55,10 @@ def _policy(stripe_js_url: str, stripe_api_base: str) -> str:
     )
 
 
-def apply_hosted_headers(response):
-    """The headers every hosted page (and its error pages) carries."""
-    response["Content-Security-Policy"] = content_security_policy()
+def apply_hosted_headers(response, *, policy: str | None = None):
+    """The headers every hosted page (and its error pages) carries. `policy` replaces the
+    hosted pages' CSP for a page that needs less (the card-number guard's refusal page)."""
+    response["Content-Security-Policy"] = policy or content_security_policy()
     # same-origin: Django's CSRF check needs our own Origin; other sites (the provider)
     # never see the page URL, which for invitations carries the token.
     response["Referrer-Policy"] = "same-origin"

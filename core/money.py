@@ -1,7 +1,12 @@
-"""Money is integer minor units plus an ISO 4217 currency."""
+"""Money is integer minor units plus an ISO 4217 currency: the currencies we charge in, their
+exponents, the one parser of typed amounts (admin and API), formatting and the provider's
+minimum charges. Domain-free, so every room (spaces' default currency, billing's amounts,
+payments' admin) refers to the same list and rules."""
 
 import re
 from decimal import Decimal, InvalidOperation
+
+from .errors import DomainError
 
 # Plain decimal notation in ASCII digits: no exponents, no other scripts' digits.
 _AMOUNT = re.compile(r"-?\d{1,15}(?:\.\d{1,15})?", re.ASCII)
@@ -14,9 +19,13 @@ _EXPONENTS = {
     "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
 }  # fmt: skip
 
-# Currencies we accept; a code outside this list is refused with a message. The list lives in
-# core so a space's default currency (spaces sits below billing) is chosen from the same one.
-from core.currencies import CURRENCIES  # noqa: E402
+# The ISO 4217 currencies we charge in; a code outside this list is refused with a message.
+CURRENCIES = sorted(
+    {"EUR", "USD", "GBP", "CHF", "JPY", "SEK", "NOK", "DKK", "PLN", "CZK", "CAD", "AUD",
+     "NZD", "SGD", "HKD", "KRW", "BHD", "KWD", "JOD", "OMR"}
+)  # fmt: skip
+
+CURRENCY_CHOICES = [(code, code) for code in CURRENCIES]
 
 # The smallest charge the provider accepts, in minor units (Stripe, "Minimum and maximum charge
 # amounts"). Below it the provider refuses the charge only after approval, at charge time.
@@ -30,8 +39,11 @@ MINIMUM_CHARGE = {
 }  # fmt: skip
 
 
-class MoneyError(ValueError):
-    """A user-safe reason why an amount is not acceptable."""
+class MoneyError(DomainError, ValueError):
+    """A user-safe reason why an amount is not acceptable (still a ValueError, as before)."""
+
+    code = "invalid_amount"
+    field = "amount"
 
 
 def exponent(currency: str) -> int:

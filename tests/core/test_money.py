@@ -1,6 +1,6 @@
 import pytest
 
-from billing import money
+from core import money
 
 
 @pytest.mark.parametrize(
