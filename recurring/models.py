@@ -197,3 +197,12 @@ class RecurringEvent(models.Model):
 
     def __str__(self):
         return f"{self.action} on line {self.line_id}"
+
+
+class LineMissingCard(RecurringLine):
+    """The staff list of the gap seed 003 worries about: active lines still without a card."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "line missing a card"
+        verbose_name_plural = "lines missing a card"

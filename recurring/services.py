@@ -166,6 +166,25 @@ def _card_fields(*, customer, card, card_lookup_key) -> tuple[PaymentCard | None
     return _matching_card(customer.pk, key), key
 
 
+def recurring_line_check(
+    *,
+    customer: Customer,
+    amount_minor,
+    currency: str,
+    charge_date,
+    interval: str,
+    cron: str = "",
+    card: PaymentCard | None = None,
+    card_lookup_key: str = "",
+) -> None:
+    """What recurring_line_create would refuse, as InvalidInput with its field, changing
+    nothing: forms call it to show every error before anything is saved."""
+    _checked_amount(amount_minor, currency, customer.space)
+    _checked_schedule(interval, cron)
+    _checked_charge_date(charge_date)
+    _card_fields(customer=customer, card=card, card_lookup_key=card_lookup_key)
+
+
 # --- Web side: create, edit, pause, resume, cancel --------------------------------------------
 
 

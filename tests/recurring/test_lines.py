@@ -47,8 +47,6 @@ def test_a_customer_number_edit_moves_card_and_line_keys_audited(
             "cards-MAX_NUM_FORMS": "1000",
             "cards-0-id": str(card.pk),
             "cards-0-customer": str(seed_customer.pk),
-            "recurring_lines-TOTAL_FORMS": "0",
-            "recurring_lines-INITIAL_FORMS": "0",
         },
     )
 
