@@ -703,7 +703,13 @@ def recurring_line_generate(*, line_id: int, today: date | None = None) -> Recur
             )
             .first()
         )
-        if line is None or line.card is None or line.card.status != ACTIVE_CARD:
+        if line is None or line.card_id is None:
+            return None
+        # The card's row lock orders this against cards' detach/expiry (which lock or update
+        # the card first): either that change committed and the card is not active here, or it
+        # waits and then empties the card on the next generation created below too.
+        card = PaymentCard.objects.select_for_update().get(pk=line.card_id)
+        if card.status != ACTIVE_CARD:
             return None
         try:
             with transaction.atomic():
@@ -713,7 +719,6 @@ def recurring_line_generate(*, line_id: int, today: date | None = None) -> Recur
                     amount_minor=line.amount_minor,
                     currency=line.currency,
                     reference=f"recurring:{line.series}:{line.charge_date.isoformat()}",
-                    notification_subject=line.description,
                     notification_body=line.description,
                     approval_rule=_approval_rule(line.space_id),
                     detail={"recurring_line": line.pk, "generation": line.generation},
