@@ -63,7 +63,7 @@ _STATUS_FOR_CODE = {
 }
 
 
-class _JsonStringField(forms.CharField):
+class JsonStringField(forms.CharField):
     """Accepts JSON strings (or null) only: a number or list is refused, not turned into text."""
 
     def to_python(self, value):
@@ -73,13 +73,13 @@ class _JsonStringField(forms.CharField):
 
 
 class ChargeIssueCreateForm(forms.Form):
-    customer = _JsonStringField(max_length=100)
+    customer = JsonStringField(max_length=100)
     # Not stripped: " 12.50" is refused like in the admin (money.to_minor), not silently fixed.
-    amount = _JsonStringField(required=False, max_length=30, strip=False)
-    currency = _JsonStringField(required=False, max_length=3)
-    notification_subject = _JsonStringField(required=False, max_length=200)
-    notification_body = _JsonStringField(required=False)
-    reference = _JsonStringField(required=False, max_length=100)
+    amount = JsonStringField(required=False, max_length=30, strip=False)
+    currency = JsonStringField(required=False, max_length=3)
+    notification_subject = JsonStringField(required=False, max_length=200)
+    notification_body = JsonStringField(required=False)
+    reference = JsonStringField(required=False, max_length=100)
 
     def __init__(self, data, *, space):
         super().__init__(data)
@@ -115,7 +115,7 @@ class ChargeIssueCreateForm(forms.Form):
         return errors
 
 
-def _invalid(fields: dict[str, list[str]]) -> JsonResponse:
+def invalid_response(fields: dict[str, list[str]]) -> JsonResponse:
     return error_json(400, "invalid", "Invalid request", fields=fields)
 
 
@@ -128,19 +128,19 @@ def _unauthorized(message: str, *, invalid_token: bool = False) -> JsonResponse:
     return response
 
 
-def _billing_error(exc: BillingError, api_key: ApiKey) -> JsonResponse:
+def billing_error_response(exc: BillingError, api_key: ApiKey) -> JsonResponse:
     logger.info("api refused: code=%s key=%s", exc.code, api_key.prefix)
     return domain_error_json(exc, status=_STATUS_FOR_CODE.get(exc.code, 422))
 
 
-def _answer(outcome: api_services.ApiResponse) -> JsonResponse:
+def answer_response(outcome: api_services.ApiResponse) -> JsonResponse:
     response = JsonResponse(outcome.body, status=outcome.status)
     if outcome.replayed:
         response["Idempotent-Replayed"] = "true"
     return response
 
 
-def _authenticate(request) -> ApiKey | JsonResponse:
+def authenticate(request) -> ApiKey | JsonResponse:
     """The request's active ApiKey, or the 401 to answer."""
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
@@ -159,7 +159,7 @@ def _authenticate(request) -> ApiKey | JsonResponse:
     return api_key
 
 
-def _body_refusal(request) -> JsonResponse | None:
+def body_refusal(request) -> JsonResponse | None:
     """415 unless the body is declared as JSON in UTF-8; 413 when it is over MAX_BODY_BYTES
     (judged by Content-Length before the body is read, and by what was read)."""
     content_type = (request.content_type or "").lower()
@@ -183,7 +183,7 @@ def _body_refusal(request) -> JsonResponse | None:
     return None
 
 
-def _json_object(request) -> dict | str:
+def json_object(request) -> dict | str:
     """The body as a JSON object, or why it is not one (a user-safe message)."""
     try:
         data = json.loads(request.body)
@@ -194,7 +194,7 @@ def _json_object(request) -> dict | str:
     return data
 
 
-def _customer(space, identifier: str) -> Customer | None:
+def customer_lookup(space, identifier: str) -> Customer | None:
     customers = Customer.objects.filter(space=space)
     if identifier.startswith("id:"):
         pk = identifier.removeprefix("id:")
@@ -213,7 +213,7 @@ def charge_issue_create(request):
         response["Allow"] = "POST"
         return response
 
-    api_key = _authenticate(request)
+    api_key = authenticate(request)
     if isinstance(api_key, JsonResponse):
         return api_key
 
@@ -229,12 +229,14 @@ def charge_issue_create(request):
     if idempotency_key is not None and not (
         0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()
     ):
-        return _invalid({"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]})
+        return invalid_response(
+            {"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]}
+        )
 
-    refusal = _body_refusal(request)
+    refusal = body_refusal(request)
     if refusal is not None:
         return refusal
-    data = _json_object(request)
+    data = json_object(request)
     if isinstance(data, str):
         return error_json(400, "invalid_json", data)
     try:
@@ -250,13 +252,13 @@ def charge_issue_create(request):
                 api_key=api_key, key=idempotency_key, request_hash=request_hash
             )
             if replay is not None:
-                return _answer(replay)
+                return answer_response(replay)
 
         form = ChargeIssueCreateForm(data, space=api_key.space)
         errors = form.field_errors()
         if errors:
-            return _invalid(errors)
-        customer = _customer(api_key.space, form.cleaned_data["customer"])
+            return invalid_response(errors)
+        customer = customer_lookup(api_key.space, form.cleaned_data["customer"])
         if customer is None:
             return error_json(
                 404, "customer_not_found", "No customer with this number in your space."
@@ -274,7 +276,7 @@ def charge_issue_create(request):
             request_hash=request_hash,
         )
     except InvalidAmount as exc:
-        return _invalid({"amount": [exc.message]})
+        return invalid_response({"amount": [exc.message]})
     except BillingError as exc:
-        return _billing_error(exc, api_key)
-    return _answer(outcome)
+        return billing_error_response(exc, api_key)
+    return answer_response(outcome)

@@ -27,6 +27,7 @@ class ChargeIssue(models.Model):
         API = "api", "Another system (API)"
         RESTART = "restart", "1r. restart from a past issue"
         STAFF = "staff", "Staff"
+        RECURRING = "recurring", "Recurring line"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="charge_issues")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="charge_issues")

@@ -183,6 +183,74 @@ def charge_issue_restart(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
     )
 
 
+def charge_issue_start_recurring(
+    *,
+    customer: Customer,
+    card: PaymentCard,
+    amount_minor: int,
+    currency: str,
+    reference: str = "",
+    notification_subject: str = "",
+    notification_body: str = "",
+    approval_rule: dict | None = None,
+    detail: dict | None = None,
+) -> ChargeIssue:
+    """A recurring generation's charge: started with its amount already entered (by the line,
+    not a person, so entered_by stays empty) and waiting for approval.
+
+    `approval_rule` is the space's "approved by rule up to" setting ({"up_to_minor",
+    "currency", "set_by", "set_by_id", "set_at"}): an amount within it is approved by that rule
+    at once, the audit event naming the rule and who set it; anything above waits for an
+    approver (the four-eyes rule: nobody entered it, so any approver may). The amount must lie
+    between the provider's minimum and the space's maximum, like every other charge."""
+    try:
+        money.check_amount(amount_minor, currency, maximum=customer.space.max_charge_for(currency))
+    except money.MoneyError as exc:
+        raise InvalidAmount(str(exc), field="amount") from exc
+    with transaction.atomic():
+        issue = charge_issue_start(
+            customer=customer,
+            card=card,
+            source=ChargeIssue.Source.RECURRING,
+            external_reference=reference,
+            currency=currency,
+            notification_subject=notification_subject,
+            notification_body=notification_body,
+            amount_minor=amount_minor,
+            detail=detail,
+        )
+        issue = _locked(issue)
+        issue.entered_at = timezone.now()
+        _transition(
+            issue,
+            State.AWAITING_APPROVAL,
+            actor=None,
+            action="amount_entered",
+            detail={"amount_minor": amount_minor, "currency": issue.currency, "by": "recurring"},
+        )
+        rule = approval_rule or {}
+        if (
+            rule.get("up_to_minor", 0) > 0
+            and rule.get("currency", "").upper() == issue.currency
+            and amount_minor <= rule["up_to_minor"]
+        ):
+            issue.approved_at = timezone.now()
+            _transition(
+                issue,
+                State.APPROVED,
+                actor=None,
+                action="approved_by_rule",
+                comment=(
+                    f"Approved by rule: recurring charges up to {rule['up_to_minor']} "
+                    f"{rule['currency']} (minor units), set by {rule.get('set_by') or 'unknown'}."
+                ),
+                detail={"rule": "recurring_auto_approve_up_to", **rule},
+            )
+            issue_id = issue.pk
+            transaction.on_commit(lambda: _after_approval(issue_id))
+    return issue
+
+
 # --- Human steps ------------------------------------------------------------------------------
 
 

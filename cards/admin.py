@@ -50,6 +50,14 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(card_count=Count("cards", distinct=True))
 
+    def save_model(self, request, obj, form, change):
+        # An edit goes through the service: a new external number moves the cards' lookup keys
+        # (and the recurring lines keyed by them) in the same transaction, audited.
+        if change:
+            services.customer_update(customer=obj, acting_user=request.user)
+        else:
+            super().save_model(request, obj, form, change)
+
     def get_readonly_fields(self, request, obj=None):
         # The space is chosen once, at creation: its cards and charges stay in it.
         fields = super().get_readonly_fields(request, obj)

@@ -26,6 +26,14 @@ BRAND_NAMES = {
 }
 
 
+def lookup_key_for(*, customer_number: str, brand: str, last4: str, exp_month: int, exp_year: int):
+    """Seed 003's `[CUSTOMER_ID]-[BRAND]-[LAST_FOUR]-[EXP_DATE]`.
+
+    E.g. 0283759-Mastercard-4242-06/25: the customer's own number, the brand as people write
+    it, MM/YY."""
+    return f"{customer_number}-{brand}-{last4}-{exp_month:02d}/{exp_year % 100:02d}"
+
+
 def normalise_brand(code: str) -> str:
     """'visa' -> 'Visa', 'amex' -> 'American Express'; unknown codes are title-cased."""
     code = (code or "").strip()
@@ -116,10 +124,16 @@ class PaymentCard(models.Model):
     fingerprint = models.CharField(max_length=64, blank=True)
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
     is_default = models.BooleanField(default=False)
+    # Stored (and indexed) so that recurring lines find their card by key without computing it
+    # per row. Kept current by the services that change its inputs: registration, the provider
+    # sync (card updater), and customer_update (the customer's external number); see
+    # lookup_key_refresh().
+    lookup_key = models.CharField(max_length=120, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        indexes = [models.Index(fields=["customer", "lookup_key"], name="paymentcard_lookup_key")]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer"],
@@ -135,17 +149,30 @@ class PaymentCard(models.Model):
     def __str__(self):
         return f"{self.brand} •••• {self.last4} ({self.expiry})"
 
+    def save(self, *args, **kwargs):
+        # A card created without its key (a fixture, a shell) still gets one; changes to an
+        # existing card's inputs go through the services, which refresh it.
+        if not self.lookup_key and self.customer_id:
+            self.lookup_key_refresh()
+        super().save(*args, **kwargs)
+
     @property
     def expiry(self) -> str:
         return f"{self.exp_month:02d}/{self.exp_year % 100:02d}"
 
-    @property
-    def lookup_key(self) -> str:
-        """Seed 003's `[CUSTOMER_ID]-[BRAND]-[LAST_FOUR]-[EXP_DATE]`.
-
-        E.g. 0283759-Mastercard-4242-06/25.
-        """
-        return f"{self.customer.customer_number}-{self.brand}-{self.last4}-{self.expiry}"
+    def lookup_key_refresh(self, customer: "Customer | None" = None) -> str:
+        """Set lookup_key from the card's and its customer's current data (not saved); returns
+        it. Seed 003's `[CUSTOMER_ID]-[BRAND]-[LAST_FOUR]-[EXP_DATE]`, e.g.
+        0283759-Mastercard-4242-06/25."""
+        customer = customer or self.customer
+        self.lookup_key = lookup_key_for(
+            customer_number=customer.customer_number,
+            brand=self.brand,
+            last4=self.last4,
+            exp_month=self.exp_month,
+            exp_year=self.exp_year,
+        )
+        return self.lookup_key
 
 
 class CardInvitation(models.Model):
@@ -210,6 +237,7 @@ class CardEvent(models.Model):
         CARD_UPDATED = "card_updated", "Card updated by the provider"
         CARD_DETACHED = "card_detached", "Card detached at the provider"
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"
+        CUSTOMER_NUMBER_CHANGED = "customer_number_changed", "Customer number changed"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -29,7 +29,13 @@ from .models import (
     PaymentCard,
     normalise_brand,
 )
-from .signals import card_registered
+from .signals import (
+    card_registered,
+    customer_number_changed,
+    payment_card_added,
+    payment_card_lookup_key_changed,
+    payment_card_removed,
+)
 from .tokens import invitation_token_generator
 
 logger = logging.getLogger(__name__)
@@ -246,7 +252,14 @@ def _register(*, space, intent, details, name, email, language, invitation) -> C
             exp_year=details.exp_year,
             fingerprint=details.fingerprint,
             is_default=True,
+            lookup_key=PaymentCard(
+                brand=normalise_brand(details.brand),
+                last4=details.last4,
+                exp_month=details.exp_month,
+                exp_year=details.exp_year,
+            ).lookup_key_refresh(customer),
         )
+        payment_card_added.send(sender=PaymentCard, card=card)
         registration.card = card
         registration.save(update_fields=["card"])
         if invitation is not None:
@@ -352,6 +365,8 @@ def payment_cards_expire(*, today=None) -> int:
                     card=card,
                     detail={"expiry": card.expiry},
                 )
+                card.status = PaymentCard.Status.EXPIRED
+                payment_card_removed.send(sender=PaymentCard, card=card)
                 expired += 1
     return expired
 
@@ -392,6 +407,8 @@ def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) 
             "fingerprint": details.fingerprint or card.fingerprint,
         }
         kind = None
+        status_before = card.status
+        key_before = card.lookup_key
         if not attached:
             if card.status != PaymentCard.Status.DETACHED:
                 card.status = PaymentCard.Status.DETACHED
@@ -411,6 +428,7 @@ def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) 
                 card.status = PaymentCard.Status.ACTIVE
         if kind is None:
             return False
+        card.lookup_key_refresh(customer)
         card.save()
         CardEvent.objects.create(
             space_id=card.space_id,
@@ -421,16 +439,58 @@ def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) 
                 "provider_event": event_type,
                 "before": before,
                 "after": after if attached else {},
+                "lookup_key": {"before": key_before, "after": card.lookup_key},
             },
         )
+        # Inside the transaction: recurring lines follow the card in the same commit.
+        if card.lookup_key != key_before:
+            payment_card_lookup_key_changed.send(sender=PaymentCard, card=card, old_key=key_before)
+        live = PaymentCard.Status.ACTIVE
+        if status_before == live and card.status != live:
+            payment_card_removed.send(sender=PaymentCard, card=card)
+        elif status_before != live and card.status == live:
+            payment_card_added.send(sender=PaymentCard, card=card)
     return True
+
+
+# --- Customers --------------------------------------------------------------------------------
+
+
+def customer_update(*, customer: Customer, acting_user) -> Customer:
+    """Save staff's edit of a customer. The external number is the CUSTOMER_ID of its cards'
+    lookup keys: when it changes, the cards' stored keys change with it (and recurring lines
+    keyed by the old number follow, through customer_number_changed), audited in the same
+    transaction."""
+    with transaction.atomic():
+        old = Customer.objects.select_for_update().get(pk=customer.pk)
+        customer.save()
+        old_number, new_number = old.customer_number, customer.customer_number
+        if old_number == new_number:
+            return customer
+        for card in PaymentCard.objects.select_for_update().filter(customer=customer):
+            old_key = card.lookup_key
+            card.lookup_key_refresh(customer)
+            card.save(update_fields=["lookup_key"])
+            payment_card_lookup_key_changed.send(sender=PaymentCard, card=card, old_key=old_key)
+        CardEvent.objects.create(
+            space_id=customer.space_id,
+            kind=CardEvent.Kind.CUSTOMER_NUMBER_CHANGED,
+            customer=customer,
+            acting_user=acting_user,
+            detail={"before": old_number, "after": new_number},
+        )
+        customer_number_changed.send(
+            sender=Customer, customer=customer, old_number=old_number, new_number=new_number
+        )
+    return customer
 
 
 # --- Invitations ------------------------------------------------------------------------------
 
 
-def card_invitation_send(*, customer: Customer, acting_user) -> CardInvitation:
-    """Create a single-use, expiring registration link for a known customer and email it."""
+def card_invitation_send(*, customer: Customer, acting_user, email: bool = True) -> CardInvitation:
+    """Create a single-use, expiring registration link for a known customer and email it
+    (email=False: the caller sends the link in its own email, e.g. recurring's reminder)."""
     with transaction.atomic():
         invitation = CardInvitation.objects.create(
             space_id=customer.space_id,
@@ -445,7 +505,8 @@ def card_invitation_send(*, customer: Customer, acting_user) -> CardInvitation:
             acting_user=acting_user,
             detail={"invitation": str(invitation.public_id), "to": customer.email},
         )
-        transaction.on_commit(lambda: _email_later(invitation.pk))
+        if email:
+            transaction.on_commit(lambda: _email_later(invitation.pk))
     return invitation
 
 

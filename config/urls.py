@@ -20,5 +20,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
     path("api/v1/", include("billing.urls")),
+    path("api/v1/", include("recurring.urls")),
     path("webhooks/", include("payments.urls")),
 ]

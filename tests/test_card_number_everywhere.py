@@ -18,6 +18,7 @@ from django.apps import apps
 from django.contrib.contenttypes.models import ContentType
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import URLResolver, get_resolver
+from django.utils import timezone
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -31,6 +32,7 @@ from billing import services as billing_services
 from billing.models import ChargeIssue
 from cards import services as card_services
 from core.logging import mask_log_text
+from recurring import services as recurring_services
 from tests.card_data import card_numbers_in_database
 from tests.factories import CustomerFactory, PaymentCardFactory, SpaceFactory, StaffUserFactory
 
@@ -64,7 +66,17 @@ def world():
     space = SpaceFactory(name="Shop", slug="shop")
     user = StaffUserFactory(username="root", is_superuser=True, spaces=[space])
     customer = CustomerFactory(space=space, name="Kim Kunde", external_number="C-1001")
-    PaymentCardFactory(customer=customer)
+    card = PaymentCardFactory(customer=customer)
+    recurring_services.recurring_line_create(
+        customer=customer, amount_minor=4990, charge_date=timezone.localdate(), card=card
+    )
+    recurring_services.recurring_settings_update(
+        space=space,
+        acting_user=None,
+        auto_approve_up_to_minor=0,
+        auto_approve_currency="EUR",
+        card_reminder_days=None,
+    )
     billing_services.charge_issue_start(customer=customer, source=ChargeIssue.Source.STAFF)
     invitation = card_services.card_invitation_send(customer=customer, acting_user=None)
     invite_ref, token = re.search(

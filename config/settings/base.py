@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "payments",
     "cards",
     "billing",
+    "recurring",
     "chargeflows",
 ]
 
@@ -228,7 +229,22 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cards.payment_cards_expire",
         "schedule": 6 * 60 * 60.0,
     },
+    "recurring-generate-due-lines": {
+        "task": "recurring.recurring_lines_generate_due",
+        "schedule": 15 * 60.0,
+    },
+    "recurring-fill-lines-without-card": {
+        "task": "recurring.recurring_lines_fill_scan",
+        "schedule": 60 * 60.0,
+    },
+    "recurring-card-reminders": {
+        "task": "recurring.recurring_card_reminders_send",
+        "schedule": 60 * 60.0,
+    },
 }
+# Days before its charge date a recurring line still without a card emails the customer a
+# registration link (a space's recurring settings may say otherwise).
+RECURRING_CARD_REMINDER_DAYS = env.int("RECURRING_CARD_REMINDER_DAYS", default=7)
 
 # --- Forms ------------------------------------------------------------------------------------
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"

@@ -71,4 +71,5 @@ class Command(BaseCommand):
             return
         customer = registration.customer
         customer.external_number = "0283759"
-        customer.save(update_fields=["external_number", "updated_at"])
+        # Through the service: the card's stored lookup key takes the new number too.
+        card_services.customer_update(customer=customer, acting_user=None)

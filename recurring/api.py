@@ -1,0 +1,205 @@
+"""The recurring-lines API for other systems, in billing/api.py's style (the same per-space
+keys, rate limit, body rules and JSON errors with field errors).
+
+POST /api/v1/recurring-lines                     create (Idempotency-Key honoured)
+    {"customer": "0283759" | "id:<our id>",       (required)
+     "amount": "49.90", "currency": "EUR",        (amount required; currency: the space's)
+     "charge_date": "2026-12-01",                 (required: the first charge date)
+     "interval": "monthly" | "weekly" | "yearly" | "cron", "cron": "1 * *",
+     "card_lookup_key": "0283759-Mastercard-4242-06/25",  (required: seed 003's key)
+     "description": "..."}
+GET  /api/v1/recurring-lines/<id>                read one line (a generation)
+POST /api/v1/recurring-lines/<id>/pause | resume | cancel
+
+Errors: {"error", "code"} and for 400 "invalid" also "fields". Codes: unauthorized (401),
+invalid_json / invalid (400), customer_not_found / not_found (404), method_not_allowed (405),
+illegal_transition (409), payload_too_large (413), unsupported_media_type (415),
+idempotency_key_reused (422), rate_limited (429).
+"""
+
+import logging
+import uuid
+from datetime import date
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from billing import api as billing_api
+from billing import api_services as billing_api_services
+from billing.exceptions import BillingError
+from core import money
+from core.errors import error_json
+from core.ratelimit import attempt_allowed
+
+from . import api_services, selectors
+from .exceptions import IllegalTransition, RecurringError
+from .models import RecurringLine
+
+logger = logging.getLogger(__name__)
+_error = error_json
+invalid_response, answer_response = billing_api.invalid_response, billing_api.answer_response
+
+
+class RecurringLineCreateForm(forms.Form):
+    customer = billing_api.JsonStringField(max_length=100)
+    amount = billing_api.JsonStringField(max_length=30, strip=False)
+    currency = billing_api.JsonStringField(required=False, max_length=3)
+    charge_date = billing_api.JsonStringField(max_length=10)
+    interval = billing_api.JsonStringField(required=False, max_length=10)
+    cron = billing_api.JsonStringField(required=False, max_length=100)
+    card_lookup_key = billing_api.JsonStringField(max_length=120)
+    description = billing_api.JsonStringField(required=False, max_length=200)
+
+    field_errors = billing_api.ChargeIssueCreateForm.field_errors
+
+    def __init__(self, data, *, space):
+        super().__init__(data)
+        self.space = space
+
+    def clean_currency(self):
+        currency = (self.cleaned_data["currency"] or self.space.default_currency).upper()
+        if currency not in money.CURRENCIES:
+            raise ValidationError(f"{currency} is not a currency we charge in.", code="currency")
+        return currency
+
+    def clean_charge_date(self):
+        try:
+            return date.fromisoformat(self.cleaned_data["charge_date"])
+        except ValueError:
+            raise ValidationError("Give the date as YYYY-MM-DD.", code="date") from None
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("amount") and cleaned.get("currency"):
+            try:
+                cleaned["amount_minor"] = money.to_minor(cleaned["amount"], cleaned["currency"])
+            except money.MoneyError as exc:
+                self.add_error("amount", str(exc))
+        return cleaned
+
+
+def _guarded(request, *, allow: str):
+    """Method, key and rate limit: the ApiKey, or the response to answer."""
+    if request.method != allow:
+        response = _error(405, "method_not_allowed", f"Use {allow} here.")
+        response["Allow"] = allow
+        return response
+    api_key = billing_api.authenticate(request)
+    if isinstance(api_key, JsonResponse):
+        return api_key
+    allowed, retry_after = attempt_allowed(
+        scope="billing-api",
+        key=str(api_key.pk),
+        limit=billing_api.RATE_LIMIT,
+        window=billing_api.RATE_WINDOW_SECONDS,
+    )
+    if not allowed:
+        response = _error(429, "rate_limited", "Too many requests with this key; slow down.")
+        response["Retry-After"] = str(retry_after)
+        return response
+    return api_key
+
+
+def _refused(exc: RecurringError, api_key) -> JsonResponse:
+    logger.info("recurring api refused: code=%s key=%s", exc.code, api_key.prefix)
+    if exc.field:
+        return invalid_response({exc.field: [exc.message]})
+    status = 409 if isinstance(exc, IllegalTransition) else 422
+    return _error(status, exc.code, exc.message)
+
+
+@csrf_exempt
+def recurring_line_create(request):
+    api_key = _guarded(request, allow="POST")
+    if isinstance(api_key, JsonResponse):
+        return api_key
+    idempotency_key = request.headers.get("Idempotency-Key")
+    if idempotency_key is not None and not (
+        0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()
+    ):
+        return invalid_response(
+            {"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]}
+        )
+    refusal = billing_api.body_refusal(request)
+    if refusal is not None:
+        return refusal
+    data = billing_api.json_object(request)
+    if isinstance(data, str):
+        return _error(400, "invalid_json", data)
+    try:
+        request_hash = billing_api_services.api_request_hash(data)
+    except UnicodeEncodeError:
+        return _error(400, "invalid_json", "The request body contains text that is not Unicode.")
+    try:
+        if idempotency_key:
+            replay = billing_api_services.api_idempotent_response_get(
+                api_key=api_key, key=idempotency_key, request_hash=request_hash
+            )
+            if replay is not None:
+                return answer_response(replay)
+        form = RecurringLineCreateForm(data, space=api_key.space)
+        errors = form.field_errors()
+        if errors:
+            return invalid_response(errors)
+        cleaned = form.cleaned_data
+        customer = billing_api.customer_lookup(api_key.space, cleaned["customer"])
+        if customer is None:
+            return _error(404, "customer_not_found", "No customer with this number in your space.")
+        outcome = api_services.recurring_line_api_create(
+            api_key=api_key,
+            idempotency_key=idempotency_key or "",
+            request_hash=request_hash,
+            customer=customer,
+            amount_minor=cleaned["amount_minor"],
+            currency=cleaned["currency"],
+            charge_date=cleaned["charge_date"],
+            interval=cleaned["interval"] or RecurringLine.Interval.MONTHLY,
+            cron=cleaned["cron"] or "",
+            card_lookup_key=cleaned["card_lookup_key"],
+            description=cleaned["description"] or "",
+        )
+    except RecurringError as exc:
+        return _refused(exc, api_key)
+    except BillingError as exc:  # idempotency_key_reused
+        return billing_api.billing_error_response(exc, api_key)
+    return answer_response(outcome)
+
+
+def _line(api_key, line_id: str) -> RecurringLine | None:
+    try:
+        public_id = uuid.UUID(line_id)
+    except ValueError:
+        return None
+    return selectors.recurring_line_by_public_id(space_id=api_key.space_id, public_id=public_id)
+
+
+def _not_found():
+    return _error(404, "not_found", "No recurring line with this id in your space.")
+
+
+@csrf_exempt
+def recurring_line_detail(request, id: str):  # noqa: A002 - the URL's parameter name
+    api_key = _guarded(request, allow="GET")
+    if isinstance(api_key, JsonResponse):
+        return api_key
+    line = _line(api_key, id)
+    if line is None:
+        return _not_found()
+    return JsonResponse(api_services.recurring_line_api_data(line))
+
+
+@csrf_exempt
+def recurring_line_action(request, id: str, action: str):  # noqa: A002
+    api_key = _guarded(request, allow="POST")
+    if isinstance(api_key, JsonResponse):
+        return api_key
+    line = _line(api_key, id)
+    if line is None:
+        return _not_found()
+    try:
+        outcome = api_services.recurring_line_api_action(api_key=api_key, line=line, action=action)
+    except RecurringError as exc:
+        return _refused(exc, api_key)
+    return answer_response(outcome)
