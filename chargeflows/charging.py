@@ -61,7 +61,9 @@ class LevelCharge(AttemptOwner):
         )
 
     def claimed(self, *, owner_id, attempt) -> None:
-        ChargeFlowLevel.objects.filter(pk=owner_id).update(step=self.charging_step, due_at=None)
+        ChargeFlowLevel.objects.filter(pk=owner_id).update(
+            step=self.charging_step, due_at=None, claimed_until=None
+        )
 
     def settled(self, *, attempt, outbound_id) -> list:
         from .services import level_charge_settled

@@ -219,6 +219,11 @@ class ChargeFlowLevel(models.Model):
 
     `due_at` is when the runner next has work here (the next step, or the end of the period);
     NULL while a charge is under way, so the runner never picks a level that is charging.
+    `claimed_until` is the lease of the run dispatched for it: other claims skip the level until
+    then, and the run's message carries it as a fencing token. It is a column of its own, not
+    indexed, so that a claim's UPDATE is a HOT update (no index entries written; the table
+    keeps free space on its pages for that, see migration 0003): a claim then costs the same
+    with 10,000 or 1,000,000 waiting levels (bench/due_levels.py).
     """
 
     class State(models.TextChoices):
@@ -235,7 +240,10 @@ class ChargeFlowLevel(models.Model):
         WAITING = "waiting", "Waiting for the payment link or the end of the period"
         DONE = "done", "Done"
 
-    case = models.ForeignKey(ChargeFlowCase, on_delete=models.CASCADE, related_name="levels")
+    # No index of its own: uniq_level_position (case, position) serves lookups by case.
+    case = models.ForeignKey(
+        ChargeFlowCase, on_delete=models.CASCADE, related_name="levels", db_index=False
+    )
     configuration = models.ForeignKey(
         ChargeFlowLevelConfiguration, on_delete=models.PROTECT, related_name="+"
     )
@@ -245,6 +253,7 @@ class ChargeFlowLevel(models.Model):
     started_at = models.DateTimeField()
     times_out_at = models.DateTimeField()
     due_at = models.DateTimeField(null=True, blank=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
     # [{"step": ..., "code": ..., "message": ..., "at": ...}], oldest first.
     failures = models.JSONField(default=list, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

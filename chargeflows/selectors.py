@@ -95,13 +95,6 @@ def second_method(*, case: ChargeFlowCase, today: date) -> PaymentCard | None:
     return None
 
 
-def flow_levels_due(*, now) -> QuerySet[ChargeFlowLevel]:
-    """Levels with work due, oldest first (served by the partial index flow_level_due)."""
-    return ChargeFlowLevel.objects.filter(
-        state=ChargeFlowLevel.State.PENDING, due_at__isnull=False, due_at__lte=now
-    ).order_by("due_at")
-
-
 def case_timeline(*, case: ChargeFlowCase) -> QuerySet[ChargeFlowLevel]:
     return (
         ChargeFlowLevel.objects.filter(case=case)

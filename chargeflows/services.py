@@ -1,8 +1,8 @@
 """Charge flows: configuration with optimistic locking, opening a case, running its levels.
 
 A case advances by its levels' own outcomes and clocks only. Due times live in the level rows
-(`due_at`); the runner claims due levels with SKIP LOCKED and leases them (due_at moves to
-now + LEASE) before dispatching, so a doubled beat never dispatches a level twice and a lost
+(`due_at`); the runner claims due levels with SKIP LOCKED and leases them (`claimed_until`
+= now + LEASE) before dispatching, so a doubled beat never dispatches a level twice and a lost
 message comes back when its lease ends. The task carries the lease it was given and does
 nothing unless the row still holds that lease (a fencing token: a redelivered message finds
 the row moved on). Every charge goes through payments' one money path (chargeflows/charging.py).
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -40,7 +40,6 @@ from .models import (
 from .selectors import (
     case_facts,
     charge_flow_select,
-    flow_levels_due,
     level_configuration_next,
     level_payment_method,
 )
@@ -147,15 +146,50 @@ def _versioned_update(model, *, obj, expected_version: int, acting_user, changes
         **changes, version=F("version") + 1, updated_by=acting_user, updated_at=timezone.now()
     )
     if updated != 1:
-        current = model.objects.select_related("updated_by").get(pk=obj.pk)
-        who = current.updated_by.get_username() if current.updated_by else "someone"
-        when = timezone.localtime(current.updated_at).strftime("%Y-%m-%d %H:%M:%S")
-        raise StaleEdit(
-            f"{who} changed this at {when} while you were editing it. Reload the page, "
-            "then make your change again.",
-        )
+        raise stale_edit_error(model.objects.select_related("updated_by").get(pk=obj.pk))
     obj.refresh_from_db()
     return obj
+
+
+def stale_edit_error(current) -> StaleEdit:
+    """The refusal of a stale copy, naming who saved the row last and when."""
+    who = current.updated_by.get_username() if current.updated_by_id else "someone"
+    when = timezone.localtime(current.updated_at).strftime("%Y-%m-%d %H:%M:%S")
+    return StaleEdit(
+        f"{who} changed this at {when} while you were editing it. Reload the page, then make "
+        "your change again."
+    )
+
+
+def charge_flow_create(*, space, name: str, priority: int, acting_user, planned_purge_date=None):
+    """A new flow starts in Create: it is chosen only once activated (with its levels)."""
+    _require(acting_user, "chargeflows.add_chargeflow", space.pk)
+    with transaction.atomic():
+        flow = ChargeFlow.objects.create(
+            space=space,
+            name=name,
+            priority=priority,
+            planned_purge_date=planned_purge_date,
+            updated_by=acting_user,
+        )
+        _audit(flow=flow, actor=acting_user, action="flow_created", detail={"name": name})
+    return flow
+
+
+def level_configuration_create(*, acting_user, **fields) -> ChargeFlowLevelConfiguration:
+    flow = fields["flow"]
+    _require(acting_user, "chargeflows.add_chargeflowlevelconfiguration", flow.space_id)
+    with transaction.atomic():
+        configuration = ChargeFlowLevelConfiguration.objects.create(
+            **fields, updated_by=acting_user
+        )
+        _audit(
+            flow=flow,
+            actor=acting_user,
+            action="level_created",
+            detail={"level": configuration.pk, "name": configuration.name},
+        )
+    return configuration
 
 
 def charge_flow_update(*, flow: ChargeFlow, expected_version: int, acting_user, **changes):
@@ -163,6 +197,8 @@ def charge_flow_update(*, flow: ChargeFlow, expected_version: int, acting_user, 
     effect at once for selections still to come; chosen flows never change."""
     _require(acting_user, "chargeflows.change_chargeflow", flow.space_id)
     allowed = {"name", "priority", "planned_purge_date"}
+    if "space" in changes and changes.pop("space").pk != flow.space_id:
+        raise InvalidInput("A flow stays in its space.", field="space")
     if set(changes) - allowed:
         raise InvalidInput("Only name, priority and purge date are edited here.")
     with transaction.atomic():
@@ -213,7 +249,13 @@ def charge_flow_transition(
 def level_configuration_update(
     *, configuration: ChargeFlowLevelConfiguration, expected_version: int, acting_user, **changes
 ) -> ChargeFlowLevelConfiguration:
-    _require(acting_user, "chargeflows.change_chargeflow", configuration.flow.space_id)
+    """Edit a level (optimistic locking). Running cases read the next level when they
+    advance, so a change applies to them from their next level on."""
+    _require(
+        acting_user, "chargeflows.change_chargeflowlevelconfiguration", configuration.flow.space_id
+    )
+    if "flow" in changes and changes["flow"].pk != configuration.flow_id:
+        raise InvalidInput("A level stays in its flow.", field="flow")
     with transaction.atomic():
         configuration = _versioned_update(
             ChargeFlowLevelConfiguration,
@@ -323,10 +365,11 @@ def charge_flow_cases_open_missing(*, now=None) -> int:
 def _run_soon(level: ChargeFlowLevel, now, *, dispatch: bool = True) -> None:
     """Lease the level and dispatch its run on commit (the beat finds it if the message is
     lost: the lease ends)."""
-    level.due_at = now + LEASE
+    level.due_at = now
+    level.claimed_until = now + LEASE
     if not dispatch:
         return
-    lease = level.due_at.isoformat()
+    lease = level.claimed_until.isoformat()
 
     def dispatch():
         from .tasks import flow_level_run
@@ -430,7 +473,7 @@ def _level_advance(level: ChargeFlowLevel, now) -> tuple[str | None, list]:
                 # The charge runs right after commit; the lease brings the level back to the
                 # beat if this worker dies before the attempt begins.
                 _run_soon(level, now, dispatch=False)
-                level.save(update_fields=["step", "due_at", "failures"])
+                level.save(update_fields=["step", "due_at", "claimed_until", "failures"])
                 return step, outbound_ids
             if wanted:
                 _note(level, step, code="skipped", at=now.isoformat())
@@ -442,7 +485,8 @@ def _level_advance(level: ChargeFlowLevel, now) -> tuple[str | None, list]:
         else:
             level.step = Step.WAITING
             level.due_at = level.times_out_at
-            level.save(update_fields=["step", "due_at", "failures"])
+            level.claimed_until = None
+            level.save(update_fields=["step", "due_at", "claimed_until", "failures"])
             return None, outbound_ids
 
 
@@ -478,10 +522,12 @@ def _level_time_out(level: ChargeFlowLevel, now) -> list:
     flow applies) starts exactly when this one's period ended; after the last, the case fails."""
     level.state = Level.State.FAILED
     level.step = Step.DONE
-    level.due_at = None
+    level.due_at = level.claimed_until = None
     level.finished_at = now
     _note(level, "period", code="timed_out", at=now.isoformat())
-    level.save(update_fields=["state", "step", "due_at", "finished_at", "failures"])
+    level.save(
+        update_fields=["state", "step", "due_at", "claimed_until", "finished_at", "failures"]
+    )
     case = level.case
     _audit(case=case, action="level_failed", detail={"level": level.pk, "position": level.position})
     following = level_configuration_next(flow_id=case.flow_id, after=level.configuration)
@@ -507,9 +553,9 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
         if level is None or level.case.state != Case.State.RUNNING:
             return None
         if lease is not None:
-            if level.due_at != datetime.fromisoformat(lease):
-                return None
-        elif level.due_at > now:
+            if level.claimed_until != datetime.fromisoformat(lease):
+                return None  # not (or no longer) this message's lease
+        elif level.due_at > now or (level.claimed_until and level.claimed_until > now):
             return None
         if now >= level.times_out_at:
             _dispatch_on_commit(_level_time_out(level, now))
@@ -521,19 +567,55 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
     return attempts.attempt_charge(owner=CHARGES[charge], owner_id=level_id)
 
 
+CLAIM_SQL = """
+UPDATE {level} SET claimed_until = %(lease)s
+FROM (
+    SELECT id FROM {level}
+    WHERE state = %(pending)s AND due_at IS NOT NULL AND due_at <= %(now)s
+      AND (claimed_until IS NULL OR claimed_until <= %(now)s)
+    ORDER BY due_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+) due
+WHERE {level}.id = due.id
+RETURNING {level}.id
+"""
+
+
 def flow_levels_claim(*, now=None, limit: int = CLAIM_BATCH) -> list[tuple[int, str]]:
-    """Claim up to `limit` due levels: lock them (skipping rows another claim holds), lease
-    them, commit. Returns (level id, lease) pairs to dispatch."""
+    """Claim up to `limit` due levels: lock them (skipping rows another claim holds) and lease
+    them, in one statement. Returns (level id, lease) pairs to dispatch.
+
+    One statement rather than SELECT then UPDATE: half the round trips, and the rows are
+    found once (the partial index flow_level_due keeps the search independent of how many
+    levels wait)."""
+    from django.db import connection
+
     now = now or timezone.now()
     lease = now + LEASE
-    with transaction.atomic():
-        ids = list(
-            flow_levels_due(now=now)
-            .select_for_update(skip_locked=True)
-            .values_list("pk", flat=True)[:limit]
+    if connection.vendor != "postgresql":
+        # SQLite (the local run) has no row locks to skip; its one writer at a time serialises
+        # claims anyway.
+        with transaction.atomic():
+            due = ChargeFlowLevel.objects.filter(
+                Q(claimed_until__isnull=True) | Q(claimed_until__lte=now),
+                state=Level.State.PENDING,
+                due_at__isnull=False,
+                due_at__lte=now,
+            ).order_by("due_at")
+            ids = list(due.values_list("pk", flat=True)[:limit])
+            ChargeFlowLevel.objects.filter(pk__in=ids).update(claimed_until=lease)
+        return [(level_id, lease.isoformat()) for level_id in ids]
+    with transaction.atomic(), connection.cursor() as cursor:
+        # The lease is soft state: were this commit lost in a database crash, the runs
+        # dispatched with it find no matching lease and do nothing, and the next beat claims
+        # the levels again. So the commit need not wait for its WAL flush.
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(
+            CLAIM_SQL.format(level=connection.ops.quote_name(ChargeFlowLevel._meta.db_table)),
+            {"lease": lease, "pending": Level.State.PENDING, "now": now, "limit": limit},
         )
-        if ids:
-            ChargeFlowLevel.objects.filter(pk__in=ids).update(due_at=lease)
+        ids = [row[0] for row in cursor.fetchall()]
     return [(level_id, lease.isoformat()) for level_id in ids]
 
 
@@ -580,15 +662,17 @@ def level_charge_settled(*, attempt: ChargeAttempt, outbound_id: uuid.UUID, now)
     if succeeded:
         level.state = Level.State.SUCCESSFUL
         level.step = Step.DONE
-        level.due_at = None
+        level.due_at = level.claimed_until = None
         level.finished_at = now
-        level.save(update_fields=["state", "step", "due_at", "finished_at", "failures"])
+        level.save(
+            update_fields=["state", "step", "due_at", "claimed_until", "finished_at", "failures"]
+        )
         return _case_succeed(
             level.case, now, how={"level": level.position, "step": step, "attempt": attempt.pk}
         )
     level.step = Step.METHOD if step == Step.TOKEN else Step.LINK
     _run_soon(level, now)
-    level.save(update_fields=["step", "due_at", "failures"])
+    level.save(update_fields=["step", "due_at", "claimed_until", "failures"])
     return []
 
 
@@ -634,7 +718,11 @@ def case_cancel(*, case: ChargeFlowCase, acting_user, comment: str = "") -> Char
         case = _case_locked(case)
         _case_move(case, Case.State.CANCELLED, now)
         ChargeFlowLevel.objects.filter(case=case, state=Level.State.PENDING).update(
-            state=Level.State.FAILED, step=Step.DONE, due_at=None, finished_at=now
+            state=Level.State.FAILED,
+            step=Step.DONE,
+            due_at=None,
+            claimed_until=None,
+            finished_at=now,
         )
         ChargeFlowLevelPaymentLink.objects.filter(
             level__case=case, used_at__isnull=True, retired_at__isnull=True

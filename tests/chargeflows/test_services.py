@@ -409,7 +409,8 @@ def test_a_level_run_delivered_twice_charges_once(
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         services.charge_flow_case_open(issue_id=issue.pk)
     level = ChargeFlowLevel.objects.get()
-    assert level.step == ChargeFlowLevel.Step.TOKEN and level.due_at > timezone.now()
+    assert level.step == ChargeFlowLevel.Step.TOKEN
+    assert level.claimed_until > timezone.now()
 
     # The level's run message delivered twice (and the beat finding nothing due: leased).
     for callback in callbacks + callbacks:
