@@ -15,7 +15,7 @@ from django.utils import timezone
 from payments.attempts import AttemptOwner, Snapshot
 from payments.models import ChargeAttempt
 
-from .models import ChargeFlowLevel
+from .models import ChargeFlowLevel, ChargeFlowLevelPaymentLink
 from .selectors import level_payment_method
 
 Step = ChargeFlowLevel.Step
@@ -74,3 +74,54 @@ class LevelCharge(AttemptOwner):
 TOKEN_CHARGE = LevelCharge(step=Step.TOKEN, charging_step=Step.TOKEN_CHARGING)
 METHOD_CHARGE = LevelCharge(step=Step.METHOD, charging_step=Step.METHOD_CHARGING)
 CHARGES = {Step.TOKEN: TOKEN_CHARGE, Step.METHOD: METHOD_CHARGE}
+
+
+class PaymentLinkCharge(AttemptOwner):
+    """The charge of the card a customer entered on a link's payment page: at most one per
+    link (its idempotency key is the link's), however often the page is submitted."""
+
+    purpose = ChargeAttempt.Purpose.PAYMENT_LINK
+    field = "payment_link"
+    metadata_key = "charge_flow_payment_link"
+    key_prefix = "payment-link-"
+    single_statement = False
+    customer_present = True
+
+    def claim(self, *, owner_id, now) -> Snapshot | None:
+        link = (
+            ChargeFlowLevelPaymentLink.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("level__case__issue")
+            .filter(
+                pk=owner_id,
+                used_at__isnull=True,
+                retired_at__isnull=True,
+                expires_at__gt=now,
+                level__state=ChargeFlowLevel.State.PENDING,
+            )
+            .exclude(provider_payment_method_id="")
+            .first()
+        )
+        if link is None or link.level.case.state != link.level.case.State.RUNNING:
+            return None
+        if ChargeAttempt.objects.filter(payment_link_id=link.pk).exists():
+            return None
+        issue = link.level.case.issue
+        return Snapshot(
+            owner_id=link.pk,
+            space_id=link.level.case.space_id,
+            provider_customer_id=issue.provider_customer_id,
+            payment_method_id=link.provider_payment_method_id,
+            amount_minor=issue.amount_minor,  # from the database, never from the page
+            currency=issue.currency,
+        )
+
+    def claimed(self, *, owner_id, attempt) -> None:
+        pass
+
+    def settled(self, *, attempt, outbound_id) -> list:
+        from .services import payment_link_settled
+
+        return payment_link_settled(attempt=attempt, now=timezone.now())
+
+
+PAYMENT_LINK_CHARGE = PaymentLinkCharge()

@@ -287,6 +287,9 @@ class ChargeFlowLevelPaymentLink(models.Model):
     sent_at = models.DateTimeField(null=True, blank=True)
     used_at = models.DateTimeField(null=True, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
+    # The card the customer entered on the page (saved to their provider customer), charged
+    # once through payments' attempt path (chargeflows.charging.PaymentLinkCharge).
+    provider_payment_method_id = models.CharField(max_length=255, blank=True)
     provider_payment_intent_id = models.CharField(max_length=255, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -6,10 +6,11 @@ from payments.attempts import register_owner
 from spaces.models import Space
 
 from . import services
-from .charging import TOKEN_CHARGE
+from .charging import PAYMENT_LINK_CHARGE, TOKEN_CHARGE
 
 # Both level steps share the purpose and the outcome handling; one registration serves both.
 register_owner(TOKEN_CHARGE)
+register_owner(PAYMENT_LINK_CHARGE)
 
 
 @receiver(post_save, sender=Space, dispatch_uid="chargeflows.default_flow_on_space_created")

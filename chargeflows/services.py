@@ -25,7 +25,7 @@ from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
 
 from . import defaults
-from .charging import CHARGES
+from .charging import CHARGES, PAYMENT_LINK_CHARGE
 from .exceptions import IllegalTransition, InvalidInput, NotAllowed, StaleEdit
 from .models import (
     CASE_TRANSITIONS,
@@ -845,3 +845,105 @@ def payment_link_check(*, token: str) -> ChargeFlowLevelPaymentLink:
             code="link_expired",
         )
     return link
+
+
+def payment_link_setup_intent(*, link: ChargeFlowLevelPaymentLink) -> str:
+    """A SetupIntent the page's Stripe.js confirms with the customer's new card (with 3-D
+    Secure when the card asks); its client secret. Tied to the link by its metadata."""
+    from payments import gateway
+
+    from .exceptions import LinkRefused
+
+    try:
+        intent = gateway.setup_intent_create(
+            metadata={"payment_link": str(link.pk), "space": str(link.level.case.space_id)}
+        )
+    except gateway.ProviderError as exc:
+        raise LinkRefused(
+            "Payments are unavailable for a moment. Please try again.", code="provider_down"
+        ) from exc
+    return intent.client_secret
+
+
+def payment_link_pay(*, link: ChargeFlowLevelPaymentLink, setup_intent_id: str) -> ChargeAttempt:
+    """Charge the approved amount to the card the customer confirmed on the page, once per
+    link: a reload, a second tab or a double click finds the link's one attempt."""
+    from payments import gateway
+
+    from .exceptions import LinkRefused
+
+    existing = ChargeAttempt.objects.filter(payment_link=link).first()
+    if existing is not None:
+        # A reload, a second tab, or the page back from 3-D Secure: the same attempt, read
+        # again at the provider if it waited for the customer.
+        if existing.status == ChargeAttempt.Status.PROCESSING:
+            try:
+                attempts.attempt_refresh(attempt=existing)
+            except gateway.ProviderError as exc:
+                raise LinkRefused("Your payment could not be checked. Please try again.") from exc
+            existing.refresh_from_db()
+        return existing
+    try:
+        intent = gateway.setup_intent_retrieve(setup_intent_id)
+    except gateway.ProviderError as exc:
+        raise LinkRefused("Your card could not be checked. Please try again.") from exc
+    if (
+        intent.metadata.get("payment_link") != str(link.pk)
+        or intent.status != "succeeded"
+        or not intent.payment_method_id
+    ):
+        raise InvalidInput("Your card could not be confirmed. Please try again.")
+    issue = link.level.case.issue
+    try:
+        gateway.payment_method_attach(
+            payment_method_id=intent.payment_method_id, customer_id=issue.provider_customer_id
+        )
+    except gateway.ProviderError as exc:
+        raise LinkRefused("Your card could not be saved. Please try again.") from exc
+    with transaction.atomic():
+        locked = ChargeFlowLevelPaymentLink.objects.select_for_update().get(pk=link.pk)
+        if not locked.provider_payment_method_id:
+            locked.provider_payment_method_id = intent.payment_method_id
+            locked.save(update_fields=["provider_payment_method_id"])
+    attempt = attempts.attempt_charge(owner=PAYMENT_LINK_CHARGE, owner_id=link.pk)
+    return attempt or ChargeAttempt.objects.filter(payment_link=link).first()
+
+
+def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
+    """The page's charge has its outcome (inside payments' record transaction). Paid: the
+    link is used, its level and the case succeed, and the issue with them. Declined: the case
+    goes on by its own levels and clocks (a page attempt never advances or exhausts it)."""
+    link = (
+        ChargeFlowLevelPaymentLink.objects.select_for_update(of=("self",))
+        .select_related("level__case__issue", "level__case__space")
+        .get(pk=attempt.payment_link_id)
+    )
+    link.provider_payment_intent_id = attempt.provider_payment_intent_id
+    if attempt.status != ChargeAttempt.Status.SUCCEEDED:
+        link.save(update_fields=["provider_payment_intent_id"])
+        _audit(case=link.level.case, action="link_payment_failed", detail={"attempt": attempt.pk})
+        return []
+    link.used_at = now
+    link.save(update_fields=["provider_payment_intent_id", "used_at"])
+    level = ChargeFlowLevel.objects.select_for_update(of=("self",)).get(pk=link.level_id)
+    case = link.level.case
+    if level.state != Level.State.PENDING or case.state != Case.State.RUNNING:
+        logger.warning("payment link %s paid after its case ended", link.pk)
+        return []
+    level.state = Level.State.SUCCESSFUL
+    level.step = Step.DONE
+    level.due_at = level.claimed_until = None
+    level.finished_at = now
+    level.save(update_fields=["state", "step", "due_at", "claimed_until", "finished_at"])
+    return _case_succeed(case, now, how={"level": level.position, "step": "link",
+                                         "attempt": attempt.pk})  # fmt: skip
+
+
+def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:
+    """The client secret the page's Stripe.js needs when the card asks for 3-D Secure, else
+    None (the attempt is settled, or waits for nothing the customer can do)."""
+    from payments import gateway
+
+    if attempt.status != ChargeAttempt.Status.PROCESSING or not attempt.provider_payment_intent_id:
+        return None
+    return gateway.payment_intent_client_secret(attempt.provider_payment_intent_id) or None

@@ -6,4 +6,5 @@ app_name = "chargeflows"
 
 urlpatterns = [
     path("<str:token>/", views.pay, name="pay"),
+    path("<str:token>/setup-intent/", views.setup_intent, name="setup_intent"),
 ]

@@ -74,3 +74,56 @@ def test_a_new_levels_link_retires_the_old_one(
     assert client.get(link_path).status_code == 410
     newer = ChargeFlowLevelPaymentLink.objects.get(retired_at__isnull=True)
     assert client.get(services.payment_link_url(newer)).status_code == 200
+
+
+def _confirmed_setup_intent(client, link_path, localstripe, number):
+    from tests.conftest import confirm_setup_intent
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    confirm_setup_intent(localstripe, secret, number)
+    return secret.split("_secret_")[0]
+
+
+def test_paying_twice_charges_once_and_the_link_is_then_used(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from chargeflows.models import ChargeFlowCase
+    from payments.models import ChargeAttempt
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "4242424242424242")
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": setup_intent})
+    again = client.post(link_path, {"setup_intent": setup_intent})  # a double click
+
+    assert paid.status_code == 200 and "payment is complete" in paid.content.decode()
+    assert again.status_code == 410 and "already been made" in again.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get(retired_at__isnull=True)
+    (attempt,) = ChargeAttempt.objects.filter(payment_link=link)
+    intents = [
+        pi
+        for pi in localstripe.list("payment_intents")
+        if pi["metadata"].get("charge_flow_payment_link") == str(link.pk)
+    ]
+    assert [pi["status"] for pi in intents] == ["succeeded"]
+    assert intents[0]["amount"] == 1234  # from the database
+    assert ChargeFlowCase.objects.get().state == "succeeded"
+
+
+def test_a_declined_card_on_the_page_neither_advances_nor_ends_the_case(
+    client, link_path, localstripe
+):
+    from chargeflows.models import ChargeFlowCase
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, DECLINES)
+    response = client.post(link_path, {"setup_intent": setup_intent})
+
+    assert response.status_code == 402 and "payment-error" in response.content.decode()
+    case = ChargeFlowCase.objects.get()
+    assert case.state == "running" and case.levels.count() == 1
+    assert case.levels.get().state == "pending"
+
+
+def test_a_forged_setup_intent_is_refused(client, link_path):
+    response = client.post(link_path, {"setup_intent": "seti_forged"})
+    assert response.status_code == 400
+    assert client.post(link_path, {"setup_intent": "nonsense"}).status_code == 400
