@@ -210,6 +210,7 @@ class CardEvent(models.Model):
         CARD_UPDATED = "card_updated", "Card updated by the provider"
         CARD_DETACHED = "card_detached", "Card detached at the provider"
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"
+        CARD_KEPT = "card_kept", "Card kept from a payment page (new default)"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -36,3 +36,4 @@ class LinkRefused(ChargeFlowError):
     """A payment link that is tampered with, expired, retired or already used."""
 
     code = "link_refused"
+    language = ""  # the customer's, when the link is genuine

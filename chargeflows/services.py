@@ -17,6 +17,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from billing import services as billing_services
 from billing.models import ChargeIssue
@@ -53,6 +54,13 @@ Step = ChargeFlowLevel.Step
 # How long a claimed level stays invisible to other claims before it counts as lost.
 LEASE = timedelta(minutes=5)
 CLAIM_BATCH = 1000
+# A level whose period ends while its link's payment is under way waits this long, again.
+LINK_PAYMENT_WAIT = timedelta(minutes=1)
+UNSETTLED_ATTEMPT_STATUSES = (
+    ChargeAttempt.Status.PENDING,
+    ChargeAttempt.Status.PROCESSING,
+    ChargeAttempt.Status.UNKNOWN,
+)
 # An issue left collecting without a case this long lost its signal: the sweep opens it.
 CASE_LOST_AFTER = timedelta(minutes=2)
 
@@ -538,6 +546,12 @@ def _level_time_out(level: ChargeFlowLevel, now) -> list:
     )
 
 
+def _link_payment_under_way(level: ChargeFlowLevel) -> bool:
+    return ChargeAttempt.objects.filter(
+        payment_link__level=level, status__in=UNSETTLED_ATTEMPT_STATUSES
+    ).exists()
+
+
 def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt | None:
     """Do what a level has due: its next step, or its time-out. With a lease (from a claim or
     _run_soon) only while the row still holds that lease; without, only when due. A charge
@@ -558,6 +572,12 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
         elif level.due_at > now or (level.claimed_until and level.claimed_until > now):
             return None
         if now >= level.times_out_at:
+            if _link_payment_under_way(level):
+                # The customer is paying on the page right now (3-D Secure, say): the level
+                # ends once that settles, so the next level never charges a paid case.
+                level.due_at = now + LINK_PAYMENT_WAIT
+                level.save(update_fields=["due_at"])
+                return None
             _dispatch_on_commit(_level_time_out(level, now))
             return None
         charge, outbound_ids = _level_advance(level, now)
@@ -702,7 +722,7 @@ def case_level_start_next_now(*, case: ChargeFlowCase, acting_user) -> ChargeFlo
             .filter(case=case, state=Level.State.PENDING)
             .first()
         )
-        if level is None or level.due_at is None:
+        if level is None or level.due_at is None or _link_payment_under_way(level):
             raise IllegalTransition("A charge of this level is under way; try again shortly.")
         _audit(case=case, actor=acting_user, action="next_level_now", detail={"level": level.pk})
         level.times_out_at = now
@@ -716,6 +736,12 @@ def case_cancel(*, case: ChargeFlowCase, acting_user, comment: str = "") -> Char
     now = timezone.now()
     with transaction.atomic():
         case = _case_locked(case)
+        under_way = ChargeAttempt.objects.filter(
+            Q(flow_level__case=case) | Q(payment_link__level__case=case),
+            status__in=UNSETTLED_ATTEMPT_STATUSES,
+        )
+        if under_way.exists():
+            raise IllegalTransition("A charge of this collection is under way; try again shortly.")
         _case_move(case, Case.State.CANCELLED, now)
         ChargeFlowLevel.objects.filter(case=case, state=Level.State.PENDING).update(
             state=Level.State.FAILED,
@@ -811,40 +837,59 @@ def case_preview(*, case: ChargeFlowCase) -> list[dict]:
 
 def payment_link_check(*, token: str) -> ChargeFlowLevelPaymentLink:
     """The link a customer's token stands for, if it may still be used; else LinkRefused with
-    a message for the customer (tampered, paid, replaced, expired)."""
+    a message for the customer (tampered, paid, replaced, expired), in the customer's language
+    when the link is genuine (error.language)."""
+    from django.utils import translation
+    from django.utils.translation import gettext as _
+
     from .exceptions import LinkRefused
-    from .tokens import link_token_matches, link_token_read
+    from .tokens import link_token_read
 
     read = link_token_read(token)
     link = None
     if read is not None:
         link = (
             ChargeFlowLevelPaymentLink.objects.select_related(
-                "level__case__issue", "level__case__space"
+                "level__case__issue__customer", "level__case__space"
             )
             .filter(pk=read[0])
             .first()
         )
     if link is None:
-        raise LinkRefused("This payment link is not valid.", code="link_invalid")
+        raise LinkRefused(_("This payment link is not valid."), code="link_invalid")
+    language = link.level.case.issue.customer.preferred_language or "en"
+    with translation.override(language):
+        try:
+            _link_usable(link, read[1])
+        except LinkRefused as error:
+            error.language = language
+            raise
+    return link
+
+
+def _link_usable(link, state_hash: str) -> None:
+    from django.utils.translation import gettext as _
+
+    from .exceptions import LinkRefused
+    from .tokens import link_token_matches
+
     if link.used_at is not None:
-        raise LinkRefused("This payment has already been made. Thank you.", code="link_used")
+        raise LinkRefused(_("This payment has already been made. Thank you."), code="link_used")
     # The signature is genuine, so the link's own state may be told before the state hash
     # (which no longer matches once the link was used or retired) refuses it.
     if link.retired_at is not None:
         raise LinkRefused(
-            "This link was replaced by a newer one; please use the link in our latest email.",
+            _("This link was replaced by a newer one; please use the link in our latest email."),
             code="link_retired",
         )
-    if not link_token_matches(link, read[1]):
-        raise LinkRefused("This payment link is not valid.", code="link_invalid")
-    space = link.level.case.space
+    if not link_token_matches(link, state_hash):
+        raise LinkRefused(_("This payment link is not valid."), code="link_invalid")
     if link.expires_at <= timezone.now() or link.level.case.state != Case.State.RUNNING:
         raise LinkRefused(
-            f"This payment link has expired. Please contact {space.name} to pay.",
+            _("This payment link has expired. Please contact %(merchant)s to pay.")
+            % {"merchant": link.level.case.space.name},
             code="link_expired",
         )
-    return link
 
 
 def payment_link_setup_intent(*, link: ChargeFlowLevelPaymentLink) -> str:
@@ -860,7 +905,8 @@ def payment_link_setup_intent(*, link: ChargeFlowLevelPaymentLink) -> str:
         )
     except gateway.ProviderError as exc:
         raise LinkRefused(
-            "Payments are unavailable for a moment. Please try again.", code="provider_down"
+            gettext("Payments are unavailable for a moment. Please try again."),
+            code="provider_down",
         ) from exc
     return intent.client_secret
 
@@ -880,26 +926,28 @@ def payment_link_pay(*, link: ChargeFlowLevelPaymentLink, setup_intent_id: str) 
             try:
                 attempts.attempt_refresh(attempt=existing)
             except gateway.ProviderError as exc:
-                raise LinkRefused("Your payment could not be checked. Please try again.") from exc
+                raise LinkRefused(
+                    gettext("Your payment could not be checked. Please try again.")
+                ) from exc
             existing.refresh_from_db()
         return existing
     try:
         intent = gateway.setup_intent_retrieve(setup_intent_id)
     except gateway.ProviderError as exc:
-        raise LinkRefused("Your card could not be checked. Please try again.") from exc
+        raise LinkRefused(gettext("Your card could not be checked. Please try again.")) from exc
     if (
         intent.metadata.get("payment_link") != str(link.pk)
         or intent.status != "succeeded"
         or not intent.payment_method_id
     ):
-        raise InvalidInput("Your card could not be confirmed. Please try again.")
+        raise InvalidInput(gettext("Your card could not be confirmed. Please try again."))
     issue = link.level.case.issue
     try:
         gateway.payment_method_attach(
             payment_method_id=intent.payment_method_id, customer_id=issue.provider_customer_id
         )
     except gateway.ProviderError as exc:
-        raise LinkRefused("Your card could not be saved. Please try again.") from exc
+        raise LinkRefused(gettext("Your card could not be saved. Please try again.")) from exc
     with transaction.atomic():
         locked = ChargeFlowLevelPaymentLink.objects.select_for_update().get(pk=link.pk)
         if not locked.provider_payment_method_id:
@@ -947,3 +995,22 @@ def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:
     if attempt.status != ChargeAttempt.Status.PROCESSING or not attempt.provider_payment_intent_id:
         return None
     return gateway.payment_intent_client_secret(attempt.provider_payment_intent_id) or None
+
+
+def payment_link_card_keep(*, link: ChargeFlowLevelPaymentLink) -> None:
+    """The customer asked to keep the card they paid with: it becomes their default card.
+    After the payment (never inside its transaction); a failure here never undoes it."""
+    from cards import services as card_services
+    from cards.exceptions import CardsError
+    from payments import gateway
+
+    if not link.provider_payment_method_id or link.used_at is None:
+        return
+    try:
+        card_services.payment_card_keep(
+            customer=link.level.case.issue.customer,
+            payment_method_id=link.provider_payment_method_id,
+            via=f"payment link {link.pk}",
+        )
+    except (CardsError, gateway.ProviderError) as exc:
+        logger.warning("payment link %s: card not kept (%s)", link.pk, exc.__class__.__name__)

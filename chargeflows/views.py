@@ -1,10 +1,14 @@
 """The hosted payment page behind a level's payment link. Amount and merchant come from the
 database; the token only names the link. The card goes only to the provider's field."""
 
+from functools import wraps
+
 from django.conf import settings
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from cards.security import hosted_page
@@ -17,15 +21,31 @@ STATUS = {"link_invalid": 404, "link_used": 410, "link_retired": 410, "link_expi
 
 
 def _refused(request, error: LinkRefused):
-    return render(
-        request,
-        "chargeflows/link_problem.html",
-        {"message": error.message, "code": error.code},
-        status=STATUS.get(error.code, 410),
-    )
+    with translation.override(error.language or None):
+        return render(
+            request,
+            "chargeflows/link_problem.html",
+            {"message": error.message, "code": error.code},
+            status=STATUS.get(error.code, 410),
+        )
 
 
-def _page(request, link, token, *, error=None, status=200, client_secret=""):
+def in_customer_language(view):
+    """Pages in the language of the customer the link is for (the request's otherwise)."""
+
+    @wraps(view)
+    def wrapped(request, token, *args, **kwargs):
+        try:
+            link = services.payment_link_check(token=token)
+        except LinkRefused as error:
+            return _refused(request, error)
+        with translation.override(link.level.case.issue.customer.preferred_language or "en"):
+            return view(request, token, link, *args, **kwargs)
+
+    return wrapped
+
+
+def _page(request, link, token, *, error=None, status=200, client_secret="", keep_card=False):
     case = link.level.case
     return render(
         request,
@@ -36,6 +56,7 @@ def _page(request, link, token, *, error=None, status=200, client_secret=""):
             "link": link,
             "error": error,
             "client_secret": client_secret,
+            "keep_card": keep_card,
             "intent_url": reverse("chargeflows:setup_intent", kwargs={"token": token}),
             "stripe_js_url": settings.STRIPE_JS_URL,
             "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
@@ -46,19 +67,17 @@ def _page(request, link, token, *, error=None, status=200, client_secret=""):
 
 @hosted_page
 @require_http_methods(["GET", "POST"])
-def pay(request, token: str):
-    try:
-        link = services.payment_link_check(token=token)
-    except LinkRefused as error:
-        return _refused(request, error)
+@in_customer_language
+def pay(request, token: str, link):
     if request.method == "GET":
         return _page(request, link, token)
     setup_intent_id = request.POST.get("setup_intent", "")
     authenticated = request.POST.get("authenticated") == "1"
+    keep_card = request.POST.get("keep_card") == "on"
     if not authenticated and (
         not setup_intent_id.startswith("seti_") or len(setup_intent_id) > 255
     ):
-        return _page(request, link, token, error="Enter your card to pay.", status=400)
+        return _page(request, link, token, error=_("Enter your card to pay."), status=400)
     try:
         attempt = services.payment_link_pay(link=link, setup_intent_id=setup_intent_id)
     except ChargeFlowError as error:
@@ -69,14 +88,16 @@ def pay(request, token: str):
     secret = attempt and services.payment_link_authentication_secret(attempt=attempt)
     if link.used_at is None and secret:
         # The card asks for 3-D Secure: the page completes it, then posts back.
-        return _page(request, link, token, client_secret=secret)
+        return _page(request, link, token, client_secret=secret, keep_card=keep_card)
     if link.used_at is None:
         message = (
             attempt.failure_message
             if attempt is not None and attempt.failure_message
-            else "Your payment did not go through. Please try another card."
+            else _("Your payment did not go through. Please try another card.")
         )
         return _page(request, link, token, error=message, status=402)
+    if keep_card:
+        services.payment_link_card_keep(link=link)
     case = link.level.case
     return render(
         request,
@@ -87,9 +108,9 @@ def pay(request, token: str):
 
 @hosted_page
 @require_POST
-def setup_intent(request, token: str):
+@in_customer_language
+def setup_intent(request, token: str, link):
     try:
-        link = services.payment_link_check(token=token)
         client_secret = services.payment_link_setup_intent(link=link)
     except LinkRefused as error:
         return JsonResponse({"error": error.message, "code": error.code}, status=410)

@@ -127,3 +127,92 @@ def test_a_forged_setup_intent_is_refused(client, link_path):
     response = client.post(link_path, {"setup_intent": "seti_forged"})
     assert response.status_code == 400
     assert client.post(link_path, {"setup_intent": "nonsense"}).status_code == 400
+
+
+def test_a_period_ending_during_3ds_on_the_page_waits_for_the_payment(
+    client, link_path, localstripe, approver, django_capture_on_commit_callbacks, settings
+):
+    import requests
+
+    from chargeflows.exceptions import IllegalTransition
+    from chargeflows.models import ChargeFlowCase
+    from payments import gateway
+    from payments.models import ChargeAttempt
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    seti = secret.split("_secret_")[0]
+    from tests.conftest import confirm_setup_intent
+
+    confirm_setup_intent(localstripe, secret, "4000002500003155")
+    # What localstripe's Stripe.js does when the customer completes its 3-D Secure box.
+    requests.post(
+        f"{localstripe.url}/v1/setup_intents/{seti}/confirm",
+        json={"key": settings.STRIPE_PUBLISHABLE_KEY, "client_secret": secret},
+        timeout=10,
+    ).raise_for_status()
+    waiting = client.post(link_path, {"setup_intent": seti})
+    assert waiting.status_code == 200 and "data-client-secret" in waiting.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    attempt = ChargeAttempt.objects.get(payment_link=link)
+    assert attempt.status == "processing"
+    case = ChargeFlowCase.objects.get()
+
+    with time_machine.travel(link.expires_at + timedelta(seconds=5), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.flow_levels_due_dispatch()
+        with pytest.raises(IllegalTransition):
+            services.case_cancel(case=case, acting_user=approver)
+    assert case.levels.count() == 1 and case.levels.get().state == "pending"
+
+    # The customer completes the payment's 3-D Secure; the page posts back.
+    requests.post(
+        f"{localstripe.url}/v1/payment_intents/{attempt.provider_payment_intent_id}"
+        "/_authenticate?success=true",
+        json={
+            "key": settings.STRIPE_PUBLISHABLE_KEY,
+            "client_secret": gateway.payment_intent_client_secret(
+                attempt.provider_payment_intent_id
+            ),
+        },
+        timeout=10,
+    ).raise_for_status()
+    with django_capture_on_commit_callbacks(execute=True):
+        done = client.post(link_path, {"authenticated": "1"})
+    assert done.status_code == 200 and "payment is complete" in done.content.decode()
+    case.refresh_from_db()
+    assert case.state == "succeeded" and case.levels.count() == 1
+
+
+def test_the_customer_may_keep_the_new_card_as_their_default(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from cards.models import CardEvent, PaymentCard
+    from chargeflows.models import ChargeFlowCase
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "5555555555554444")
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+
+    assert paid.status_code == 200
+    customer = ChargeFlowCase.objects.get().issue.customer
+    default = PaymentCard.objects.get(customer=customer, is_default=True)
+    assert default.last4 == "4444"
+    assert PaymentCard.objects.filter(customer=customer).count() == 2
+    event = CardEvent.objects.get(kind=CardEvent.Kind.CARD_KEPT)
+    assert event.card == default
+    provider = localstripe.list("customers")
+    (mine,) = [c for c in provider if c["id"] == customer.provider_customer_id]
+    assert mine["invoice_settings"]["default_payment_method"] == default.provider_payment_method_id
+
+
+def test_pages_are_in_the_customers_language(client, link_path):
+    from cards.models import Customer
+
+    Customer.objects.update(preferred_language="de")
+    page = client.get(link_path).content.decode()
+    assert "Ihre Zahlung" in page and "12.34 EUR bezahlen" in page
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    with time_machine.travel(link.expires_at + timedelta(seconds=1)):
+        expired = client.get(link_path).content.decode()
+    assert "Dieser Zahlungslink ist abgelaufen" in expired and "an Shop" in expired
