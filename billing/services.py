@@ -317,6 +317,12 @@ def charge_issue_cancel(*, issue: ChargeIssue, acting_user, comment: str = "") -
     _require(acting_user, "billing.view_chargeissue", issue)
     with transaction.atomic():
         issue = _locked(issue)
+        if issue.state == State.COLLECTING:
+            # Its charge flow may be charging right now: the collection is cancelled on its
+            # case page, which ends the issue with it.
+            raise IllegalTransition(
+                "This charge is being collected: cancel the collection on its case page."
+            )
         _transition(issue, State.CANCELLED, actor=acting_user, action="cancelled", comment=comment)
     return issue
 

@@ -91,6 +91,8 @@ def level_notice_send(*, level_id: int) -> None:
     level = ChargeFlowLevel.objects.select_related(
         "case__issue__customer", "case__space", "configuration"
     ).get(pk=level_id)
+    if level.case.state != level.case.State.RUNNING:
+        return  # it ended already; its receipt or failure notice says so
     language = level.case.issue.customer.preferred_language or "en"
     with translation.override(language):
         coming = [

@@ -375,8 +375,11 @@ def _run_soon(level: ChargeFlowLevel, now, *, dispatch: bool = True) -> None:
     lost: the lease ends)."""
     level.due_at = now
     level.claimed_until = now + LEASE
-    if not dispatch:
-        return
+    if dispatch:
+        _dispatch_run(level)
+
+
+def _dispatch_run(level: ChargeFlowLevel) -> None:
     lease = level.claimed_until.isoformat()
 
     def dispatch():
@@ -401,7 +404,7 @@ def _level_start(case, configuration, *, position: int, start, now) -> list:
         started_at=started_at,
         times_out_at=times_out_at,
     )
-    _run_soon(level, now)
+    _run_soon(level, now, dispatch=False)
     level.save()
     _audit(
         case=case,
@@ -416,7 +419,10 @@ def _level_start(case, configuration, *, position: int, start, now) -> list:
 
             flow_level_notice_email.delay(level_id)
 
+        # Sent before the level's first step runs: the customer hears what comes next at
+        # once (the notice itself is skipped if the case has ended by the time it is sent).
         transaction.on_commit(notify)
+    _dispatch_run(level)
     return _outbound(
         case,
         "collection.level_started",

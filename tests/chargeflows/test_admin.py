@@ -157,3 +157,35 @@ def test_case_actions_are_audited_services(
         ).status_code
         == 405
     )
+
+
+def test_an_approver_sends_an_approved_charge_to_collection_from_the_issue_page(
+    space, clerk, approver, client, localstripe, django_capture_on_commit_callbacks
+):
+    from tests.chargeflows.conftest import VISA
+
+    customer = real_customer(space)
+    issue = approved_issue(customer, real_card(customer, VISA), clerk, approver)
+    url = reverse("admin:billing_chargeissue_send_to_collection", args=[issue.pk])
+    client.force_login(clerk)
+    assert client.post(url).status_code == 403  # a clerk may not
+    client.force_login(approver)
+    page = client.get(reverse("admin:billing_chargeissue_change", args=[issue.pk]))
+    assert "step-send_to_collection" in page.content.decode()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert client.post(url).status_code == 302
+
+    issue.refresh_from_db()
+    assert issue.state == ChargeIssue.State.SUCCEEDED  # the first level's card charge
+    sent = issue.events.get(action="sent_to_collection")
+    assert (sent.actor, sent.from_state, sent.to_state) == (approver, "approved", "collecting")
+
+
+def test_a_collecting_charge_is_cancelled_only_with_its_collection(running_case, approver):
+    from billing.exceptions import IllegalTransition
+
+    with pytest.raises(IllegalTransition):
+        billing_services.charge_issue_cancel(issue=running_case.issue, acting_user=approver)
+    running_case.issue.refresh_from_db()
+    assert running_case.issue.state == ChargeIssue.State.COLLECTING

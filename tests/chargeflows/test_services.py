@@ -259,9 +259,12 @@ def test_the_saved_card_collects_and_completes_case_and_issue(
         "sent_to_collection",
         "collection_succeeded",
     ]
-    # The first level tells the customer at once; then the receipt.
+    # The first level tells the customer at once what comes next; then the receipt.
     customer_mails = [m for m in mail.outbox if m.to == [issue.customer_email]]
-    assert any("did not go through" in m.subject for m in customer_mails)
+    (notice,) = [m for m in customer_mails if "did not go through" in m.subject]
+    assert "12.34 EUR" in notice.body
+    assert "we try your saved card again" in notice.body
+    assert "we email you a payment link" in notice.body
 
 
 def test_token_declines_and_the_second_card_collects(

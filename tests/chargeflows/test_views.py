@@ -216,3 +216,34 @@ def test_pages_are_in_the_customers_language(client, link_path):
     with time_machine.travel(link.expires_at + timedelta(seconds=1)):
         expired = client.get(link_path).content.decode()
     assert "Dieser Zahlungslink ist abgelaufen" in expired and "an Shop" in expired
+
+
+def test_an_abandoned_3ds_payment_is_failed_by_the_reconciler_and_the_case_goes_on(
+    client, link_path, localstripe, settings
+):
+    import requests
+
+    from chargeflows.models import ChargeFlowCase
+    from payments import attempts
+    from payments.models import ChargeAttempt
+    from tests.conftest import confirm_setup_intent
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    seti = secret.split("_secret_")[0]
+    confirm_setup_intent(localstripe, secret, "4000002500003155")
+    requests.post(
+        f"{localstripe.url}/v1/setup_intents/{seti}/confirm",
+        json={"key": settings.STRIPE_PUBLISHABLE_KEY, "client_secret": secret},
+        timeout=10,
+    ).raise_for_status()
+    client.post(link_path, {"setup_intent": seti})  # the customer leaves at 3-D Secure
+    attempt = ChargeAttempt.objects.get(payment_link__isnull=False)
+    assert attempt.status == "processing"
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert attempts.attempts_reconcile() == 1
+
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.failure_code) == ("failed", "authentication_abandoned")
+    case = ChargeFlowCase.objects.get()
+    assert case.state == "running" and case.levels.get().state == "pending"
