@@ -50,6 +50,11 @@ class Customer(models.Model):
     provider_customer_id = models.CharField(
         "provider customer id", max_length=255, blank=True, null=True, unique=True, editable=False
     )
+    tags = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated labels, e.g. 'vip, wholesale' (charge-flow conditions).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -93,6 +98,10 @@ class Customer(models.Model):
         super().clean()
         if self._space_changed():
             raise ValidationError({"space": SpaceMismatch.message})
+
+    @property
+    def tag_set(self) -> frozenset[str]:
+        return frozenset(tag.strip().lower() for tag in self.tags.split(",") if tag.strip())
 
     @property
     def customer_number(self) -> str:

@@ -68,6 +68,7 @@ class CaseFacts:
     card_brand: str
     origin: str
     last_decline_code: str
+    customer_tags: frozenset[str] = frozenset()
 
 
 class ChargeFlowCondition(models.Model):
@@ -77,6 +78,7 @@ class ChargeFlowCondition(models.Model):
         AMOUNT_RANGE = "amount_range", "Amount range (minor units, inclusive)"
         CURRENCY = "currency", "Currency"
         CARD_BRAND = "card_brand", "Card brand"
+        CUSTOMER_TAG = "customer_tag", "Customer tag"
         ORIGIN = "origin", "Origin"
         LAST_DECLINE_CODE = "last_decline_code", "Last decline code"
 
@@ -92,7 +94,7 @@ class ChargeFlowCondition(models.Model):
     value = models.CharField(
         max_length=60,
         blank=True,
-        help_text="Currency code, card brand, origin or decline code (for the other kinds).",
+        help_text="Currency code, card brand, customer tag, origin or decline code.",
     )
 
     class Meta:
@@ -126,6 +128,8 @@ class ChargeFlowCondition(models.Model):
             return facts.card_brand.lower() == self.value.lower()
         if self.kind == kind.ORIGIN:
             return facts.origin == self.value
+        if self.kind == kind.CUSTOMER_TAG:
+            return self.value.strip().lower() in facts.customer_tags
         if self.kind == kind.LAST_DECLINE_CODE:
             return facts.last_decline_code == self.value
         return False

@@ -28,6 +28,7 @@ def case_facts(issue) -> CaseFacts:
         card_brand=issue.card.brand if issue.card_id else "",
         origin=ORIGINS.get(issue.source, ChargeFlowCondition.Origin.MANUAL),
         last_decline_code=issue.failure_code,
+        customer_tags=issue.customer.tag_set,
     )
 
 

@@ -318,7 +318,7 @@ def charge_flow_case_open(*, issue_id: int) -> ChargeFlowCase | None:
     with transaction.atomic():
         issue = (
             ChargeIssue.objects.select_for_update(of=("self",))
-            .select_related("card", "space")
+            .select_related("card", "space", "customer")
             .get(pk=issue_id)
         )
         if issue.state != ChargeIssue.State.COLLECTING:

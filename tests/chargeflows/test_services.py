@@ -99,6 +99,11 @@ def _facts(**kwargs):
         ({"kind": "card_brand", "value": "visa"}, {}, {"card_brand": "Mastercard"}),
         ({"kind": "origin", "value": "api"}, {"origin": "api"}, {}),
         (
+            {"kind": "customer_tag", "value": " VIP"},
+            {"customer_tags": frozenset({"vip", "wholesale"})},
+            {"customer_tags": frozenset({"wholesale"})},
+        ),
+        (
             {"kind": "last_decline_code", "value": "expired_card"},
             {"last_decline_code": "expired_card"},
             {},
@@ -152,8 +157,11 @@ def test_the_chosen_flow_is_kept_after_edits(
     )
     case.refresh_from_db()
     assert case.flow == first
-    # A later selection sees the new order.
+    # A later selection sees the new order; the customer's tags are part of the facts.
+    type(customer).objects.filter(pk=customer.pk).update(tags="VIP, wholesale")
+    issue.refresh_from_db()
     facts = case_facts(issue)
+    assert facts.customer_tags == frozenset({"vip", "wholesale"})
     assert charge_flow_select(space_id=space.pk, facts=facts).is_default
 
 
