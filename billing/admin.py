@@ -81,11 +81,19 @@ RESTART = Step(
 CANCEL = Step(
     "cancel",
     "Cancel this charge",
-    # Up to the moment the charge starts; after that only the provider's outcome ends it.
-    _states_leading_to(State.CANCELLED),
+    # Up to the moment the charge starts; after that only the provider's outcome ends it. A
+    # collecting charge is cancelled with its collection (the charge flow's case page).
+    _states_leading_to(State.CANCELLED) - {State.COLLECTING},
     ("billing.enter_amount", "billing.approve_charge"),
 )
-STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL)
+SEND_TO_COLLECTION = Step(
+    "send_to_collection",
+    "Send to collection (charge flow)",
+    frozenset({State.APPROVED}),
+    ("billing.approve_charge",),
+    post_only=True,
+)
+STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL, SEND_TO_COLLECTION)
 
 
 def _state_label(value: str) -> str:
@@ -251,6 +259,11 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             path("<int:object_id>/approval/", view(self.approval_view), name=f"{info}_approval"),
             path("<int:object_id>/restart/", view(self.restart_view), name=f"{info}_restart"),
             path("<int:object_id>/cancel/", view(self.cancel_view), name=f"{info}_cancel"),
+            path(
+                "<int:object_id>/send-to-collection/",
+                view(self.send_to_collection_view),
+                name=f"{info}_send_to_collection",
+            ),
             *super().get_urls(),
         ]
 
@@ -387,6 +400,21 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
         return HttpResponseRedirect(
             reverse("admin:billing_chargeissue_enter_amount", args=[new.pk])
         )
+
+    def send_to_collection_view(self, request, object_id):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        issue = self._step_issue(request, object_id, SEND_TO_COLLECTION)
+        if issue.state not in SEND_TO_COLLECTION.states:
+            return self._wrong_state(request, issue, SEND_TO_COLLECTION)
+        try:
+            services.charge_issue_send_to_collection(issue=issue, acting_user=request.user)
+        except BillingError as exc:
+            self._log_refusal(request, issue, exc, SEND_TO_COLLECTION)
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Charge #{issue.pk} is collected by its charge flow.")
+        return HttpResponseRedirect(self._change_url(issue))
 
     def cancel_view(self, request, object_id):
         issue = self._step_issue(request, object_id, CANCEL)

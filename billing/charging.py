@@ -26,7 +26,9 @@ State = ChargeIssue.State
 Status = ChargeAttempt.Status
 
 # The outcome of an attempt, as the issue state it leads to (checked against TRANSITIONS below).
-OUTCOME_STATES = {Status.SUCCEEDED: State.SUCCEEDED, Status.FAILED: State.FAILED}
+# A failed charge is not the end: the issue is collected by a charge flow (chargeflows opens
+# the case when billing.signals.collection_started arrives).
+OUTCOME_STATES = {Status.SUCCEEDED: State.SUCCEEDED, Status.FAILED: State.COLLECTING}
 
 
 def check_transition(from_state, to_state) -> None:

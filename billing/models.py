@@ -18,6 +18,7 @@ class ChargeIssue(models.Model):
         RETURNED = "returned", "Returned to the clerk"
         APPROVED = "approved", "Approved, waiting for its charge date"
         CHARGING = "charging", "Charging"
+        COLLECTING = "collecting", "Collecting (charge flow)"
         SUCCEEDED = "succeeded", "Succeeded"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
@@ -114,8 +115,11 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.AWAITING_AMOUNT: frozenset({S.AWAITING_APPROVAL, S.CANCELLED}),
     S.RETURNED: frozenset({S.AWAITING_APPROVAL, S.CANCELLED}),
     S.AWAITING_APPROVAL: frozenset({S.APPROVED, S.RETURNED, S.CANCELLED}),
-    S.APPROVED: frozenset({S.CHARGING, S.CANCELLED}),
-    S.CHARGING: frozenset({S.SUCCEEDED, S.FAILED}),
+    # approved → collecting: staff send a charge with no usable card straight to collection.
+    S.APPROVED: frozenset({S.CHARGING, S.COLLECTING, S.CANCELLED}),
+    # A failed charge is collected by a charge flow (chargeflows), which ends it.
+    S.CHARGING: frozenset({S.SUCCEEDED, S.COLLECTING}),
+    S.COLLECTING: frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED}),
     S.SUCCEEDED: frozenset(),
     S.FAILED: frozenset(),
     S.CANCELLED: frozenset(),

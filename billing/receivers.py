@@ -10,6 +10,8 @@ from payments.signals import attempt_settled
 from . import services
 from .charging import ISSUE_CHARGE
 from .exceptions import NoChargeableCard
+from .models import ChargeIssue
+from .signals import collection_started
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +32,12 @@ def start_issue_on_card_registered(sender, event, **kwargs):
 @receiver(attempt_settled, dispatch_uid="billing.issue_outcome_on_attempt_settled")
 def issue_outcome_on_attempt_settled(sender, purpose, owner_id, status, **kwargs):
     # Sent on commit of the attempt's record, in which billing.charging already applied the
-    # outcome to TRANSITIONS (state, audit event, outbound event): what is left are the emails.
+    # outcome to TRANSITIONS (state, audit event, outbound event): what is left are the emails,
+    # or, for a failure, the collection that tells the customer itself.
     if purpose != ISSUE_CHARGE.purpose:
+        return
+    if status == ChargeAttempt.Status.FAILED:
+        collection_started.send(sender=ChargeIssue, issue_id=owner_id)
         return
     services.charge_issue_outcome_emails_dispatch(
         issue_id=owner_id, succeeded=status == ChargeAttempt.Status.SUCCEEDED

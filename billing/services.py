@@ -8,10 +8,11 @@ from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
 from core import money
-from payments import attempts
+from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
 
+from . import charging
 from .charging import ISSUE_CHARGE
 from .exceptions import (
     IllegalTransition,
@@ -24,6 +25,7 @@ from .exceptions import (
 )
 from .models import TRANSITIONS, ChargeIssue, ChargeIssueEvent
 from .selectors import charge_issue_due_q
+from .signals import collection_started
 
 logger = logging.getLogger(__name__)
 State = ChargeIssue.State
@@ -384,8 +386,64 @@ def charge_issue_cancel(*, issue: ChargeIssue, acting_user, comment: str = "") -
     _require(acting_user, "billing.view_chargeissue", issue)
     with transaction.atomic():
         issue = _locked(issue)
+        if issue.state == State.COLLECTING:
+            # Its charge flow may be charging right now: the collection is cancelled on its
+            # case page, which ends the issue with it.
+            raise IllegalTransition(
+                "This charge is being collected: cancel the collection on its case page."
+            )
         _transition(issue, State.CANCELLED, actor=acting_user, action="cancelled", comment=comment)
     return issue
+
+
+def charge_issue_send_to_collection(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
+    """Staff send an approved issue straight to collection (no usable card, say): a charge
+    flow collects the approved amount, unchanged."""
+    _require(acting_user, "billing.approve_charge", issue)
+    with transaction.atomic():
+        issue = _locked(issue)
+        _transition(issue, State.COLLECTING, actor=acting_user, action="sent_to_collection")
+        issue_id = issue.pk
+        transaction.on_commit(
+            lambda: collection_started.send(sender=ChargeIssue, issue_id=issue_id)
+        )
+    return issue
+
+
+def charge_issue_collection_finish(
+    *, issue_id: int, to_state: str, acting_user=None, detail: dict | None = None
+) -> list | None:
+    """The end of a collection (succeeded, failed, cancelled), written by its charge flow in
+    the caller's transaction with the audit event and the space's charge_issue.<state>
+    outbound event. Returns the outbound event ids (the caller dispatches them and sends the
+    outcome emails on commit); None if the issue is no longer collecting."""
+    issue = (
+        ChargeIssue.objects.select_for_update(of=("self",))
+        .select_related("space", "customer")
+        .get(pk=issue_id)
+    )
+    if issue.state != State.COLLECTING:
+        return None
+    _transition(
+        issue,
+        to_state,
+        actor=acting_user,
+        action=f"collection_{to_state}",
+        detail=detail,
+    )
+    if not issue.space.webhook_url:
+        return []
+    customer = issue.customer
+    event = outbox.outbound_event_create(
+        space=issue.space,
+        type=f"charge_issue.{issue.state}",
+        payload=charging.outbound_payload(
+            issue=issue,
+            customer_ref=customer.external_number or f"id:{customer.pk}",
+            created=int(timezone.now().timestamp()),
+        ),
+    )
+    return [event.pk]
 
 
 def _after_approval(issue_id: int) -> None:

@@ -40,6 +40,7 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "email",
         "preferred_language",
         "external_number",
+        "tags",
         "provider_customer_id",
         "created_at",
         "updated_at",

@@ -58,6 +58,11 @@ class Customer(models.Model):
     provider_customer_id = models.CharField(
         "provider customer id", max_length=255, blank=True, null=True, unique=True, editable=False
     )
+    tags = models.CharField(
+        max_length=200,
+        blank=True,
+        help_text="Comma-separated labels, e.g. 'vip, wholesale' (charge-flow conditions).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,6 +106,10 @@ class Customer(models.Model):
         super().clean()
         if self._space_changed():
             raise ValidationError({"space": SpaceMismatch.message})
+
+    @property
+    def tag_set(self) -> frozenset[str]:
+        return frozenset(tag.strip().lower() for tag in self.tags.split(",") if tag.strip())
 
     @property
     def customer_number(self) -> str:
@@ -238,6 +247,7 @@ class CardEvent(models.Model):
         CARD_DETACHED = "card_detached", "Card detached at the provider"
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"
         CUSTOMER_NUMBER_CHANGED = "customer_number_changed", "Customer number changed"
+        CARD_KEPT = "card_kept", "Card kept from a payment page (new default)"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

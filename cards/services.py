@@ -374,6 +374,46 @@ def payment_cards_expire(*, today=None) -> int:
 # --- Provider events --------------------------------------------------------------------------
 
 
+def payment_card_keep(*, customer: Customer, payment_method_id: str, via: str) -> PaymentCard:
+    """A card the customer paid with on a hosted page (already attached to their provider
+    customer) is kept for future charges as their default card, audited with a CardEvent.
+    Keeping it again changes nothing. It starts no charging issue (not a registration)."""
+    existing = PaymentCard.objects.filter(provider_payment_method_id=payment_method_id).first()
+    if existing is not None:
+        return existing
+    details = gateway.payment_method_retrieve(payment_method_id)
+    if details.customer_id != customer.provider_customer_id:
+        raise RegistrationRefused(code="payment_method_other_customer")
+    gateway.customer_set_default_payment_method(
+        customer_id=customer.provider_customer_id, payment_method_id=payment_method_id
+    )
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        PaymentCard.objects.filter(customer=customer, is_default=True).update(is_default=False)
+        card = PaymentCard.objects.create(
+            space_id=customer.space_id,
+            customer=customer,
+            provider_payment_method_id=payment_method_id,
+            brand=normalise_brand(details.brand),
+            last4=details.last4,
+            exp_month=details.exp_month,
+            exp_year=details.exp_year,
+            fingerprint=details.fingerprint,
+            is_default=True,
+        )
+        CardEvent.objects.create(
+            space_id=customer.space_id,
+            kind=CardEvent.Kind.CARD_KEPT,
+            customer=customer,
+            card=card,
+            detail={"via": via, "lookup_key": card.lookup_key},
+        )
+        # Inside the transaction, like every new card: recurring lines waiting for this
+        # card's lookup key get it in the same commit.
+        payment_card_added.send(sender=PaymentCard, card=card)
+    return card
+
+
 def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) -> bool:
     """A provider event about a card (attached, detached, updated, or the card updater's new
     expiry or number): make our PaymentCard what the provider holds now, audited with a

@@ -19,6 +19,7 @@ urlpatterns = [
     path("admin/two-factor/", include("spaces.otp_urls")),
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
+    path("pay/", include("chargeflows.urls")),
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("recurring.urls")),
     path("webhooks/", include("payments.urls")),

@@ -88,6 +88,13 @@ class AttemptOwner:
     metadata_key: str  # the owner's marker in the PaymentIntent's metadata
     key_prefix: str  # idempotency key = key_prefix + owner id
 
+    # False: this owner has no SQL pieces and takes the ORM path on every database (an owner
+    # whose charges are rare may prefer readable steps to saving round trips).
+    single_statement = True
+    # True: the customer is present (a hosted page). The charge is confirmed on-session, and a
+    # card asking for 3-D Secure leaves the attempt processing until the page completes it
+    # (or the reconciler finds it abandoned and records the failure).
+    customer_present = False
     claim_sql = ""
     claimed_sql = ""
     settled_sql = ""
@@ -148,7 +155,7 @@ def attempt_begin(*, owner: AttemptOwner, owner_id) -> ChargeAttempt | None:
     """Claim a due owner and commit its attempt; None if it is not due, not in the state that
     may be charged, or held by another worker."""
     now = timezone.now()
-    if connection.vendor in SINGLE_STATEMENT_VENDORS:
+    if owner.single_statement and connection.vendor in SINGLE_STATEMENT_VENDORS:
         with connection.cursor() as cursor:
             cursor.execute(
                 BEGIN_SQL.format(
@@ -223,6 +230,7 @@ def attempt_execute(*, attempt: ChargeAttempt) -> ChargeAttempt:
                 "charge_attempt": str(attempt.pk),
                 "space": str(attempt.space_id),
             },
+            off_session=not owner.customer_present,
         )
     except gateway.ProviderError as exc:
         logger.warning("charge attempt %s outcome unknown: %s", attempt.pk, exc.__class__.__name__)
@@ -272,11 +280,13 @@ SELECT (SELECT count(*) FROM recorded), {settled_result_sql}
 """
 
 
-def _status_of(result: gateway.ChargeResult) -> str:
+def _status_of(result: gateway.ChargeResult, owner: AttemptOwner) -> str:
     if result.succeeded:
         return Status.SUCCEEDED
     if result.status == "processing":
         return Status.PROCESSING
+    if result.status == "requires_action" and owner.customer_present:
+        return Status.PROCESSING  # the customer completes 3-D Secure on the page
     return Status.FAILED
 
 
@@ -289,7 +299,7 @@ def attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> b
     with attempt_settled once the transaction commits.
     """
     owner = owner_for(attempt.purpose)
-    status = _status_of(result)
+    status = _status_of(result, owner)
     final = status in FINAL
     values = {
         "status": status,
@@ -305,7 +315,7 @@ def attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> b
         values["failure_code"] = ""
     outbound_id = uuid.uuid4()
     outbound_ids: list = []
-    if connection.vendor in SINGLE_STATEMENT_VENDORS:
+    if owner.single_statement and connection.vendor in SINGLE_STATEMENT_VENDORS:
         sql = RECORD_SQL.format(
             field=owner.field,
             settled_sql=owner.settled_sql,
@@ -395,6 +405,25 @@ def attempt_record_from_provider(*, payment_intent: dict) -> bool | None:
 # --- reconcile ----------------------------------------------------------------------------------
 
 
+def _abandoned(result: gateway.ChargeResult) -> gateway.ChargeResult:
+    return gateway.ChargeResult(
+        succeeded=False,
+        payment_intent_id=result.payment_intent_id,
+        status="requires_payment_method",
+        failure_code="authentication_abandoned",
+        message="The payment was not authenticated in time.",
+    )
+
+
+def attempt_refresh(*, attempt: ChargeAttempt) -> bool:
+    """Read a processing attempt's PaymentIntent again and record it if it moved on (a hosted
+    page calls this when the customer has completed 3-D Secure)."""
+    if attempt.status != Status.PROCESSING or not attempt.provider_payment_intent_id:
+        return False
+    found = gateway.payment_intent_retrieve(attempt.provider_payment_intent_id)
+    return attempt_record(attempt=attempt, result=found)
+
+
 def attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
     """Settle attempts whose outcome is unknown or still processing by asking the provider;
     returns how many were settled or called again.
@@ -426,6 +455,10 @@ def attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
                     found = gateway.payment_intent_retrieve(attempt.provider_payment_intent_id)
                     if found.status == "processing":
                         continue
+                    # requires_action after RECONCILE_AFTER: the customer left the 3-D Secure
+                    # step; it is recorded as failed.
+                    if found.status == "requires_action":
+                        found = _abandoned(found)
                 else:
                     found = gateway.payment_intent_find(
                         customer_id=attempt.provider_customer_id,

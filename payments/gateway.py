@@ -224,12 +224,17 @@ def payment_intent_charge_off_session(
     currency: str,
     idempotency_key: str,
     metadata: dict[str, str],
+    off_session: bool = True,
 ) -> ChargeResult:
     """Create and confirm a PaymentIntent off-session (the customer is not present).
+
+    With off_session=False the customer is present (a hosted page): a card that asks for
+    3-D Secure leaves the intent `requires_action`, for the page's Stripe.js to complete.
 
     A decline is a result, not an exception. Anything else raised (network, timeout, 5xx)
     leaves the outcome unknown: the caller must reconcile before retrying.
     """
+    session = {"off_session": True} if off_session else {}
     try:
         obj = client().v1.payment_intents.create(
             params={
@@ -238,7 +243,7 @@ def payment_intent_charge_off_session(
                 "customer": customer_id,
                 "payment_method": payment_method_id,
                 "confirm": True,
-                "off_session": True,
+                **session,
                 "metadata": metadata,
             },
             options={"idempotency_key": idempotency_key},
@@ -282,6 +287,11 @@ def _charge_result(obj: dict) -> ChargeResult:
 def charge_result_from(payment_intent: dict) -> ChargeResult:
     """The outcome a PaymentIntent (as a webhook carries it) stands for."""
     return _charge_result(payment_intent)
+
+
+def payment_intent_client_secret(payment_intent_id: str) -> str:
+    """What a hosted page's Stripe.js needs to complete a PaymentIntent (3-D Secure)."""
+    return client().v1.payment_intents.retrieve(payment_intent_id).client_secret or ""
 
 
 def payment_intent_retrieve(payment_intent_id: str) -> ChargeResult:

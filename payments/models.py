@@ -11,7 +11,7 @@ from spaces.models import Space
 # Owner foreign keys of an attempt, one per kind of owner. A new owner (a charge-flow level, a
 # payment link, a recurring generation, a refund) adds its field here and to the check below
 # when its model exists. String references: payments never imports the rooms above it.
-OWNER_FIELDS = ("charge_issue",)
+OWNER_FIELDS = ("charge_issue", "flow_level", "payment_link")
 
 
 def _exactly_one_owner() -> Q:
@@ -54,6 +54,21 @@ class ChargeAttempt(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="attempt",
+    )
+    # A level may charge twice (the saved card, then another saved method): a plain foreign key.
+    flow_level = models.ForeignKey(
+        "chargeflows.ChargeFlowLevel",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="attempts",
+    )
+    payment_link = models.ForeignKey(
+        "chargeflows.ChargeFlowLevelPaymentLink",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="attempts",
     )
     provider_customer_id = models.CharField(max_length=255)
     provider_payment_method_id = models.CharField(max_length=255)

@@ -8,13 +8,13 @@ unique, so a doubled run cannot make a second row (or charging issue) for the sa
 
 import uuid
 
-from core.money import CURRENCY_CHOICES
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
 from billing.models import ChargeIssue
 from cards.models import Customer, PaymentCard
+from core.money import CURRENCY_CHOICES
 from spaces.models import Space
 
 

@@ -25,6 +25,10 @@ _CARDS_READ = {
 
 _BILLING_READ = {"billing.view_chargeissue", "payments.view_chargeattempt"}
 
+# Collections of failed charges: see the case, and act on it (next level now, cancel, new
+# recipient, copy the payment link).
+_COLLECTIONS = {"chargeflows.view_chargeflowcase", "chargeflows.change_chargeflowcase"}
+
 ROLE_PERMISSIONS: dict[str, set[str]] = {
     CLERK: {
         "spaces.view_space",
@@ -35,8 +39,15 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "cards.add_customer",
         "cards.change_customer",
         "cards.add_cardinvitation",
+        *_COLLECTIONS,
     },
-    APPROVER: {"spaces.view_space", *_CARDS_READ, *_BILLING_READ, "billing.approve_charge"},
+    APPROVER: {
+        "spaces.view_space",
+        *_CARDS_READ,
+        *_BILLING_READ,
+        "billing.approve_charge",
+        *_COLLECTIONS,
+    },
     ADMIN: {
         "spaces.view_space",
         *_CARDS_READ,
@@ -64,6 +75,18 @@ ROLE_PERMISSIONS: dict[str, set[str]] = {
         "payments.view_outboundevent",
         "payments.change_outboundevent",
         "payments.view_deliveryattempt",
+        # Their spaces' charge flows (conditions and levels edited on the flow's page).
+        *_COLLECTIONS,
+        "chargeflows.view_chargeflow",
+        "chargeflows.add_chargeflow",
+        "chargeflows.change_chargeflow",
+        "chargeflows.view_chargeflowlevelconfiguration",
+        "chargeflows.add_chargeflowlevelconfiguration",
+        "chargeflows.change_chargeflowlevelconfiguration",
+        "chargeflows.view_chargeflowcondition",
+        "chargeflows.add_chargeflowcondition",
+        "chargeflows.change_chargeflowcondition",
+        "chargeflows.delete_chargeflowcondition",
     },
 }
 

@@ -225,6 +225,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "payments.outbound_events_sweep",
         "schedule": 60.0,
     },
+    "chargeflows-run-due-levels": {
+        "task": "chargeflows.flow_levels_due_dispatch",
+        "schedule": 60.0,
+    },
+    "chargeflows-purge-flows": {
+        "task": "chargeflows.charge_flows_purge",
+        "schedule": 60 * 60.0,
+    },
     "cards-expire-cards": {
         "task": "cards.payment_cards_expire",
         "schedule": 6 * 60 * 60.0,

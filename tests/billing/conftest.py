@@ -46,3 +46,12 @@ def payment_intents_for(localstripe, issue) -> list[dict]:
         for pi in localstripe.list("payment_intents")
         if pi["metadata"].get("charge_issue") == str(issue.pk)
     ]
+
+
+@pytest.fixture
+def nothing_collects(space):
+    """No charge flow applies in the space, so a failed charge fails at once (a charge flow
+    otherwise collects it: tests/chargeflows)."""
+    from chargeflows.models import ChargeFlow
+
+    ChargeFlow.objects.filter(space=space).update(state=ChargeFlow.State.INACTIVE)

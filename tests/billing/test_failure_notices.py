@@ -19,7 +19,14 @@ pytestmark = pytest.mark.django_db
     ],
 )
 def test_a_declined_charge_tells_the_customer_in_their_language_and_staff_what_to_do(
-    space, clerk, approver, register_card, django_capture_on_commit_callbacks, language, expected
+    space,
+    clerk,
+    approver,
+    register_card,
+    django_capture_on_commit_callbacks,
+    language,
+    expected,
+    nothing_collects,
 ):
     registration = register_card(space, number=DECLINES_ON_CHARGE)
     registration.customer.preferred_language = language

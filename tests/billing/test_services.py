@@ -284,8 +284,32 @@ def test_a_future_charge_date_waits_for_the_beat(
     assert issue.state == State.SUCCEEDED and len(payment_intents_for(localstripe, issue)) == 1
 
 
-def test_a_declined_card_fails_the_issue_with_the_reason_and_tells_staff(
+def test_a_declined_card_goes_to_collection_with_the_reason(
     space, clerk, approver, register_card, localstripe, django_capture_on_commit_callbacks
+):
+    register_card(space, number=DECLINES_ON_CHARGE)
+    issue = _enter(ChargeIssue.objects.get(), clerk)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.charge_issue_approve(issue=issue, acting_user=approver)
+
+    issue.refresh_from_db()
+    assert issue.state == State.COLLECTING
+    assert issue.failure_code == "card_declined"
+    assert issue.events.get(action="charge_failed").to_state == State.COLLECTING
+    assert issue.flow_case.flow.is_default
+    # Staff hear when the collection ends, not at this first failure.
+    assert not [m for m in mail.outbox if clerk.email in m.to and "failed" in m.subject]
+
+
+def test_a_declined_card_nothing_collects_fails_the_issue_with_the_reason_and_tells_staff(
+    space,
+    clerk,
+    approver,
+    register_card,
+    localstripe,
+    django_capture_on_commit_callbacks,
+    nothing_collects,
 ):
     register_card(space, number=DECLINES_ON_CHARGE)
     issue = _enter(ChargeIssue.objects.get(), clerk)

@@ -73,6 +73,10 @@ def _charge(space, *, number, clerk, approver, register_card, capture) -> Charge
 
 def _the_one_event(receiver, started: int):
     (request,) = receiver.received
+    return _verified(request, started)
+
+
+def _verified(request, started: int):
     path, headers, body = request
     assert path == "/backoffice-events"
     assert headers["Content-Type"] == "application/json"
@@ -121,10 +125,12 @@ def test_a_failed_charge_posts_one_signed_event_with_the_failure(
         capture=django_capture_on_commit_callbacks,
     )
 
-    assert issue.state == ChargeIssue.State.FAILED and issue.failure_code
-    event_type, payload = _the_one_event(receiver, started)
-    assert event_type == payload["type"] == "charge_issue.failed"
-    assert (payload["data"]["id"], payload["data"]["state"]) == (issue.pk, "failed")
+    # The failed charge goes to collection (the charge flow's own events are collection.*).
+    assert issue.state == ChargeIssue.State.COLLECTING and issue.failure_code
+    events = [_verified(request, started) for request in receiver.received]
+    ((event_type, payload),) = [e for e in events if e[0].startswith("charge_issue.")]
+    assert event_type == payload["type"] == "charge_issue.collecting"
+    assert (payload["data"]["id"], payload["data"]["state"]) == (issue.pk, "collecting")
     assert payload["data"]["amount_minor"] == 1234
     assert payload["data"]["failure_code"] == issue.failure_code
     assert payload["data"]["failure_message"] == issue.failure_message

@@ -190,7 +190,8 @@ def test_a_processing_attempt_waits_and_is_settled_by_a_later_failure_event(
     post_event(event_for("payment_intent.payment_failed", failed))
 
     issue.refresh_from_db()
-    assert (issue.state, issue.attempt.status) == (State.FAILED, Status.FAILED)
+    assert issue.attempt.status == Status.FAILED
+    assert issue.events.get(action="charge_failed").to_state == State.COLLECTING
     assert issue.failure_code == "insufficient_funds" and not issue.hard_decline
 
 

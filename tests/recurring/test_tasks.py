@@ -204,7 +204,7 @@ def test_a_due_line_without_a_card_waits_and_a_crash_halfway_loses_nothing(
     assert all(n.charge_date > timezone.localdate() and n.card == card for n in nexts)
 
 
-def test_a_declined_generation_follows_the_normal_failed_issue_path(
+def test_a_declined_generation_goes_to_collection_like_any_failed_charge(
     space,
     space_admin,
     seed_customer,
@@ -221,7 +221,10 @@ def test_a_declined_generation_follows_the_normal_failed_issue_path(
         services.recurring_lines_generate_due()
 
     line.refresh_from_db()
-    assert line.charge_issue.state == State.FAILED and line.charge_issue.failure_code
+    issue = line.charge_issue
+    # A failed charge is never a dead end: the space's charge flow collects it (issue 9).
+    assert issue.state == State.COLLECTING and issue.failure_code
+    assert issue.flow_case.state == issue.flow_case.State.RUNNING
     assert line.next_generation.card == card  # the next period tries again
 
 

@@ -1,0 +1,119 @@
+from datetime import date
+
+from django.db.models import Prefetch, Q, QuerySet
+
+from cards.models import PaymentCard
+from payments.models import ChargeAttempt
+
+from .models import (
+    CaseFacts,
+    ChargeFlow,
+    ChargeFlowCase,
+    ChargeFlowCondition,
+    ChargeFlowLevel,
+    ChargeFlowLevelConfiguration,
+)
+
+ORIGINS = {
+    "api": ChargeFlowCondition.Origin.API,
+    "recurring": ChargeFlowCondition.Origin.RECURRING,
+}
+
+
+def case_facts(issue) -> CaseFacts:
+    """What a flow's conditions are tested on, read from the issue being collected."""
+    return CaseFacts(
+        amount_minor=issue.amount_minor or 0,
+        currency=issue.currency,
+        card_brand=issue.card.brand if issue.card_id else "",
+        origin=ORIGINS.get(issue.source, ChargeFlowCondition.Origin.MANUAL),
+        last_decline_code=issue.failure_code,
+        customer_tags=issue.customer.tag_set,
+    )
+
+
+def charge_flow_select(*, space_id: int, facts: CaseFacts) -> ChargeFlow | None:
+    """The first active flow of the space, by priority, whose conditions all hold."""
+    flows = (
+        ChargeFlow.objects.filter(space_id=space_id, state=ChargeFlow.State.ACTIVE)
+        .order_by("priority", "pk")
+        .prefetch_related(Prefetch("conditions", queryset=ChargeFlowCondition.objects.all()))
+    )
+    for flow in flows:
+        if all(condition.holds(facts) for condition in flow.conditions.all()):
+            return flow
+    return None
+
+
+def level_configuration_next(
+    *, flow_id: int, after: ChargeFlowLevelConfiguration | None
+) -> ChargeFlowLevelConfiguration | None:
+    """The level after `after` in the flow's current order (read when a case advances, so a
+    reordered flow applies to running cases too)."""
+    levels = ChargeFlowLevelConfiguration.objects.filter(
+        flow_id=flow_id, state=ChargeFlowLevelConfiguration.State.ACTIVE
+    )
+    if after is not None:
+        levels = levels.filter(
+            Q(priority__gt=after.priority) | Q(priority=after.priority, pk__gt=after.pk)
+        )
+    return levels.order_by("priority", "pk").first()
+
+
+def card_usable(card: PaymentCard | None, today: date) -> bool:
+    return (
+        card is not None
+        and card.status == PaymentCard.Status.ACTIVE
+        and (card.exp_year, card.exp_month) >= (today.year, today.month)
+    )
+
+
+def card_last_decline_hard(*, case: ChargeFlowCase, card: PaymentCard) -> bool:
+    """Whether the last charge of this card for this issue was declined hard."""
+    last = (
+        ChargeAttempt.objects.filter(
+            Q(charge_issue_id=case.issue_id) | Q(flow_level__case=case),
+            provider_payment_method_id=card.provider_payment_method_id,
+        )
+        .order_by("-created_at", "-pk")
+        .first()
+    )
+    return bool(last and last.status == ChargeAttempt.Status.FAILED and last.hard_decline)
+
+
+def second_method(*, case: ChargeFlowCase, today: date) -> PaymentCard | None:
+    """Another saved card of the customer that needs no customer action: active, unexpired,
+    not the issue's card, and not hard-declined for this issue."""
+    issue = case.issue
+    cards = (
+        PaymentCard.objects.filter(customer_id=issue.customer_id, status=PaymentCard.Status.ACTIVE)
+        .exclude(pk=issue.card_id)
+        .order_by("-is_default", "-created_at", "-pk")
+    )
+    for card in cards:
+        if card_usable(card, today) and not card_last_decline_hard(case=case, card=card):
+            return card
+    return None
+
+
+def case_timeline(*, case: ChargeFlowCase) -> QuerySet[ChargeFlowLevel]:
+    return (
+        ChargeFlowLevel.objects.filter(case=case)
+        .select_related("configuration", "payment_link")
+        .prefetch_related("attempts")
+        .order_by("position")
+    )
+
+
+def level_payment_method(*, level: ChargeFlowLevel, step: str, today: date) -> PaymentCard | None:
+    """What a level's charging step would charge, or None when the step is skipped: the saved
+    card is skipped when there is none, it expired, or its last decline was hard."""
+    case = level.case
+    if step == ChargeFlowLevel.Step.TOKEN:
+        card = case.issue.card
+        if card_usable(card, today) and not card_last_decline_hard(case=case, card=card):
+            return card
+        return None
+    if step == ChargeFlowLevel.Step.METHOD:
+        return second_method(case=case, today=today)
+    return None

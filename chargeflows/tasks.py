@@ -1,0 +1,43 @@
+from celery import shared_task
+
+from . import notifications, services
+
+
+@shared_task(name="chargeflows.flow_levels_due_dispatch")
+def flow_levels_due_dispatch() -> int:
+    return services.flow_levels_due_dispatch()
+
+
+@shared_task(name="chargeflows.flow_level_run")
+def flow_level_run(level_id: int, lease: str | None = None) -> bool:
+    return services.flow_level_run(level_id=level_id, lease=lease) is not None
+
+
+@shared_task(name="chargeflows.charge_flow_case_open")
+def charge_flow_case_open(issue_id: int) -> bool:
+    return services.charge_flow_case_open(issue_id=issue_id) is not None
+
+
+@shared_task(name="chargeflows.charge_flows_purge")
+def charge_flows_purge() -> int:
+    return services.charge_flows_purge()
+
+
+@shared_task(
+    name="chargeflows.flow_level_notice_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def flow_level_notice_email(level_id: int) -> None:
+    notifications.level_notice_send(level_id=level_id)
+
+
+@shared_task(
+    name="chargeflows.payment_link_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def payment_link_email(link_id: int) -> None:
+    notifications.payment_link_send(link_id=link_id)

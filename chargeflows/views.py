@@ -1,0 +1,117 @@
+"""The hosted payment page behind a level's payment link. Amount and merchant come from the
+database; the token only names the link. The card goes only to the provider's field."""
+
+from functools import wraps
+
+from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils import translation
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods, require_POST
+
+from core.hosted import hosted_page
+
+from . import services
+from .exceptions import ChargeFlowError, LinkRefused
+from .models import ChargeFlowLevelPaymentLink
+
+STATUS = {"link_invalid": 404, "link_used": 410, "link_retired": 410, "link_expired": 410}
+
+
+def _refused(request, error: LinkRefused):
+    with translation.override(error.language or None):
+        return render(
+            request,
+            "chargeflows/link_problem.html",
+            {"message": error.message, "code": error.code},
+            status=STATUS.get(error.code, 410),
+        )
+
+
+def in_customer_language(view):
+    """Pages in the language of the customer the link is for (the request's otherwise)."""
+
+    @wraps(view)
+    def wrapped(request, token, *args, **kwargs):
+        try:
+            link = services.payment_link_check(token=token)
+        except LinkRefused as error:
+            return _refused(request, error)
+        with translation.override(link.level.case.issue.customer.preferred_language or "en"):
+            return view(request, token, link, *args, **kwargs)
+
+    return wrapped
+
+
+def _page(request, link, token, *, error=None, status=200, client_secret="", keep_card=False):
+    case = link.level.case
+    return render(
+        request,
+        "chargeflows/pay.html",
+        {
+            "space": case.space,
+            "issue": case.issue,
+            "link": link,
+            "error": error,
+            "client_secret": client_secret,
+            "keep_card": keep_card,
+            "intent_url": reverse("chargeflows:setup_intent", kwargs={"token": token}),
+            "stripe_js_url": settings.STRIPE_JS_URL,
+            "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
+        },
+        status=status,
+    )
+
+
+@hosted_page
+@require_http_methods(["GET", "POST"])
+@in_customer_language
+def pay(request, token: str, link):
+    if request.method == "GET":
+        return _page(request, link, token)
+    setup_intent_id = request.POST.get("setup_intent", "")
+    authenticated = request.POST.get("authenticated") == "1"
+    keep_card = request.POST.get("keep_card") == "on"
+    if not authenticated and (
+        not setup_intent_id.startswith("seti_") or len(setup_intent_id) > 255
+    ):
+        return _page(request, link, token, error=_("Enter your card to pay."), status=400)
+    try:
+        attempt = services.payment_link_pay(link=link, setup_intent_id=setup_intent_id)
+    except ChargeFlowError as error:
+        return _page(request, link, token, error=error.message, status=400)
+    link = ChargeFlowLevelPaymentLink.objects.select_related(
+        "level__case__issue", "level__case__space"
+    ).get(pk=link.pk)
+    secret = attempt and services.payment_link_authentication_secret(attempt=attempt)
+    if link.used_at is None and secret:
+        # The card asks for 3-D Secure: the page completes it, then posts back.
+        return _page(request, link, token, client_secret=secret, keep_card=keep_card)
+    if link.used_at is None:
+        message = (
+            attempt.failure_message
+            if attempt is not None and attempt.failure_message
+            else _("Your payment did not go through. Please try another card.")
+        )
+        return _page(request, link, token, error=message, status=402)
+    if keep_card:
+        services.payment_link_card_keep(link=link)
+    case = link.level.case
+    return render(
+        request,
+        "chargeflows/receipt.html",
+        {"space": case.space, "issue": case.issue, "link": link},
+    )
+
+
+@hosted_page
+@require_POST
+@in_customer_language
+def setup_intent(request, token: str, link):
+    try:
+        client_secret = services.payment_link_setup_intent(link=link)
+    except LinkRefused as error:
+        return JsonResponse({"error": error.message, "code": error.code}, status=410)
+    return JsonResponse({"client_secret": client_secret})

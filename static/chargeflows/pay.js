@@ -1,0 +1,139 @@
+// The payment page behind a payment link: the customer's new card is entered only in the
+// provider's element and confirmed with the provider directly (3-D Secure there when the card
+// asks); our server receives only the confirmed SetupIntent's id and charges the amount it
+// holds, once per link. (Same shape as static/cards/register.js.)
+//
+// The customer only ever sees sentences: the element's own validation message, the provider's
+// message for a card it refused, or one of ours. Never a raw script error.
+(function () {
+  "use strict";
+  const box = document.getElementById("payment");
+  const form = document.getElementById("payment-form");
+  if (!box || !form) return;
+  const errors = document.getElementById("card-errors");
+  const button = document.getElementById("pay");
+
+  const MESSAGES = {
+    empty: "Enter your card number, its expiry date and security code.",
+    incomplete: "Your card details are incomplete. Check the card number, expiry date and security code.",
+    unreadable: "Your card details could not be checked. Check the card number, expiry date and security code, then try again.",
+    unavailable: "The card field could not be loaded. Please reload the page and try again.",
+    generic: "Your payment could not be made. Please try again.",
+  };
+  // Sentences for provider error codes, for answers whose own message is not meant for
+  // customers (Stripe's card_error and validation_error messages are, and are shown as sent).
+  const CODES = {
+    card_declined: "Your card was declined.",
+    expired_card: "Your card has expired. Please use another card.",
+    incorrect_cvc: "Your card's security code is incorrect.",
+    invalid_cvc: "Your card's security code is invalid.",
+    incomplete_cvc: "Your card's security code is incomplete.",
+    incorrect_number: "Your card number is incorrect.",
+    invalid_number: "Your card number is not a valid card number.",
+    incomplete_number: "Your card number is incomplete.",
+    invalid_expiry_month: "Your card's expiry month is invalid.",
+    invalid_expiry_year: "Your card's expiry year is invalid.",
+    incomplete_expiry: "Your card's expiry date is incomplete.",
+    processing_error: "An error occurred while processing your card. Please try again.",
+    setup_intent_authentication_failure: "Your card could not be verified by your bank. Please try again or use another card.",
+  };
+
+  function customerMessage(error) {
+    // A thrown exception (a TypeError, a network failure) is never shown as it is.
+    if (!error || error instanceof Error || typeof error !== "object") return MESSAGES.unreadable;
+    const shownAsSent = error.type === "card_error" || error.type === "validation_error";
+    if (shownAsSent && typeof error.message === "string" && error.message) return error.message;
+    if (error.code && CODES[error.code]) return CODES[error.code];
+    return MESSAGES.unreadable;
+  }
+
+  let stripe, card;
+  try {
+    stripe = Stripe(box.dataset.publishableKey);
+    card = stripe.elements().create("card");
+    card.mount("#card-element");
+  } catch (err) {
+    errors.textContent = MESSAGES.unavailable;
+    button.disabled = true;
+    return;
+  }
+
+  // What the element last told us. Stripe.js sends {empty, complete, error} with every change
+  // and nothing before the first one, so no change yet means an empty field. A stand-in whose
+  // change event carries no state leaves completeness unknown: the provider then decides.
+  let field = { known: true, empty: true, complete: false, error: null };
+  card.on("change", function (event) {
+    if (event && typeof event.complete === "boolean") {
+      field = { known: true, empty: !!event.empty, complete: event.complete, error: event.error || null };
+      errors.textContent = field.error ? customerMessage(field.error) : "";
+    } else {
+      field = { known: false, empty: false, complete: false, error: null };
+      errors.textContent = "";
+    }
+  });
+
+  function fieldProblem() {
+    if (!field.known) return null;
+    if (field.empty) return MESSAGES.empty;
+    if (field.error) return customerMessage(field.error);
+    if (!field.complete) return MESSAGES.incomplete;
+    return null;
+  }
+
+  let busy = false;
+
+  // Back from our server with a card that asks for 3-D Secure: complete it with the provider
+  // (its authentication box), then let our server read the outcome. Nothing is charged twice:
+  // the server holds one PaymentIntent for this link.
+  if (box.dataset.clientSecret) {
+    busy = true;
+    button.disabled = true;
+    stripe.confirmCardPayment(box.dataset.clientSecret).then(function (result) {
+      if (result && result.error) {
+        errors.textContent = customerMessage(result.error);
+      }
+      form.elements.authenticated.value = "1";
+      HTMLFormElement.prototype.submit.call(form);
+    }, function () {
+      fail(MESSAGES.generic);
+    });
+  }
+
+  function fail(message) {
+    errors.textContent = message || MESSAGES.generic;
+    button.disabled = false;
+    busy = false;
+  }
+
+  form.addEventListener("submit", async function (event) {
+    event.preventDefault();
+    if (busy || !form.reportValidity()) return;
+    // Checked before asking our server for a SetupIntent: nothing is made at the provider for
+    // a card field that cannot be confirmed.
+    const problem = fieldProblem();
+    if (problem) return fail(problem);
+    busy = true;
+    button.disabled = true;
+    errors.textContent = "";
+    try {
+      const response = await fetch(box.dataset.intentUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRFToken": form.elements.csrfmiddlewaretoken.value, "Accept": "application/json" },
+      });
+      const body = await response.json().catch(function () { return {}; });
+      // Our server's `error` is written for customers.
+      if (!response.ok || !body.client_secret) return fail(typeof body.error === "string" ? body.error : MESSAGES.generic);
+      const name = box.dataset.customerName;
+      const email = box.dataset.customerEmail;
+      const result = await stripe.confirmCardSetup(body.client_secret, {
+        payment_method: { card: card, billing_details: { name: name, email: email } },
+      });
+      if (!result || result.error || !result.setupIntent) return fail(customerMessage(result && result.error));
+      form.elements.setup_intent.value = result.setupIntent.id;
+      HTMLFormElement.prototype.submit.call(form);
+    } catch (err) {
+      fail(MESSAGES.generic);
+    }
+  });
+})();

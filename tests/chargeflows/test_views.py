@@ -1,0 +1,249 @@
+"""The payment page behind a link: amount from the database; tampered, expired, replaced and
+used links are refused with what the customer should do."""
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from billing import services as billing_services
+from chargeflows import services
+from chargeflows.models import ChargeFlowLevelConfiguration, ChargeFlowLevelPaymentLink
+from tests.chargeflows.conftest import (
+    DECLINES,
+    approved_issue,
+    one_level_flow,
+    real_card,
+    real_customer,
+)
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def link_path(space, clerk, approver, localstripe, django_capture_on_commit_callbacks):
+    customer = real_customer(space)
+    issue = approved_issue(customer, real_card(customer, DECLINES), clerk, approver)
+    flow = one_level_flow(space, run_payment_link=True)
+    ChargeFlowLevelConfiguration.objects.create(
+        flow=flow, name="Second link", priority=2, period=timedelta(days=3), run_payment_link=True
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        billing_services.charge_issue_send_to_collection(issue=issue, acting_user=approver)
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    return services.payment_link_url(link).removeprefix("http://testserver")
+
+
+def test_the_page_shows_what_is_owed_from_the_database(client, link_path):
+    page = client.get(link_path)
+    assert page.status_code == 200
+    assert page.context["issue"].amount_display in page.content.decode()
+
+
+@pytest.mark.parametrize("where", [-3, 12])
+def test_a_tampered_link_is_refused(client, link_path, where):
+    token = link_path.split("/")[2]
+    changed = token[:where] + ("A" if token[where] != "A" else "B") + token[where + 1 :]
+    page = client.get(link_path.replace(token, changed))
+    assert page.status_code == 404
+    assert "not valid" in page.content.decode()
+
+
+def test_an_expired_link_is_refused_and_says_whom_to_contact(client, link_path):
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    with time_machine.travel(link.expires_at + timedelta(seconds=1)):
+        page = client.get(link_path)
+    assert page.status_code == 410
+    assert "expired" in page.content.decode() and "contact Shop" in page.content.decode()
+
+
+def test_a_used_link_says_already_paid(client, link_path):
+    ChargeFlowLevelPaymentLink.objects.update(used_at=timezone.now())
+    page = client.get(link_path)
+    assert page.status_code == 410 and "already been made" in page.content.decode()
+
+
+def test_a_new_levels_link_retires_the_old_one(
+    client, link_path, approver, django_capture_on_commit_callbacks
+):
+    case = ChargeFlowLevelPaymentLink.objects.get().level.case
+    with django_capture_on_commit_callbacks(execute=True):
+        services.case_level_start_next_now(case=case, acting_user=approver)
+
+    assert client.get(link_path).status_code == 410
+    newer = ChargeFlowLevelPaymentLink.objects.get(retired_at__isnull=True)
+    assert client.get(services.payment_link_url(newer)).status_code == 200
+
+
+def _confirmed_setup_intent(client, link_path, localstripe, number):
+    from tests.conftest import confirm_setup_intent
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    confirm_setup_intent(localstripe, secret, number)
+    return secret.split("_secret_")[0]
+
+
+def test_paying_twice_charges_once_and_the_link_is_then_used(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from chargeflows.models import ChargeFlowCase
+    from payments.models import ChargeAttempt
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "4242424242424242")
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": setup_intent})
+    again = client.post(link_path, {"setup_intent": setup_intent})  # a double click
+
+    assert paid.status_code == 200 and "payment is complete" in paid.content.decode()
+    assert again.status_code == 410 and "already been made" in again.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get(retired_at__isnull=True)
+    (attempt,) = ChargeAttempt.objects.filter(payment_link=link)
+    intents = [
+        pi
+        for pi in localstripe.list("payment_intents")
+        if pi["metadata"].get("charge_flow_payment_link") == str(link.pk)
+    ]
+    assert [pi["status"] for pi in intents] == ["succeeded"]
+    assert intents[0]["amount"] == 1234  # from the database
+    assert ChargeFlowCase.objects.get().state == "succeeded"
+
+
+def test_a_declined_card_on_the_page_neither_advances_nor_ends_the_case(
+    client, link_path, localstripe
+):
+    from chargeflows.models import ChargeFlowCase
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, DECLINES)
+    response = client.post(link_path, {"setup_intent": setup_intent})
+
+    assert response.status_code == 402 and "payment-error" in response.content.decode()
+    case = ChargeFlowCase.objects.get()
+    assert case.state == "running" and case.levels.count() == 1
+    assert case.levels.get().state == "pending"
+
+
+def test_a_forged_setup_intent_is_refused(client, link_path):
+    response = client.post(link_path, {"setup_intent": "seti_forged"})
+    assert response.status_code == 400
+    assert client.post(link_path, {"setup_intent": "nonsense"}).status_code == 400
+
+
+def test_a_period_ending_during_3ds_on_the_page_waits_for_the_payment(
+    client, link_path, localstripe, approver, django_capture_on_commit_callbacks, settings
+):
+    import requests
+
+    from chargeflows.exceptions import IllegalTransition
+    from chargeflows.models import ChargeFlowCase
+    from payments import gateway
+    from payments.models import ChargeAttempt
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    seti = secret.split("_secret_")[0]
+    from tests.conftest import confirm_setup_intent
+
+    confirm_setup_intent(localstripe, secret, "4000002500003155")
+    # What localstripe's Stripe.js does when the customer completes its 3-D Secure box.
+    requests.post(
+        f"{localstripe.url}/v1/setup_intents/{seti}/confirm",
+        json={"key": settings.STRIPE_PUBLISHABLE_KEY, "client_secret": secret},
+        timeout=10,
+    ).raise_for_status()
+    waiting = client.post(link_path, {"setup_intent": seti})
+    assert waiting.status_code == 200 and "data-client-secret" in waiting.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    attempt = ChargeAttempt.objects.get(payment_link=link)
+    assert attempt.status == "processing"
+    case = ChargeFlowCase.objects.get()
+
+    with time_machine.travel(link.expires_at + timedelta(seconds=5), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.flow_levels_due_dispatch()
+        with pytest.raises(IllegalTransition):
+            services.case_cancel(case=case, acting_user=approver)
+    assert case.levels.count() == 1 and case.levels.get().state == "pending"
+
+    # The customer completes the payment's 3-D Secure; the page posts back.
+    requests.post(
+        f"{localstripe.url}/v1/payment_intents/{attempt.provider_payment_intent_id}"
+        "/_authenticate?success=true",
+        json={
+            "key": settings.STRIPE_PUBLISHABLE_KEY,
+            "client_secret": gateway.payment_intent_client_secret(
+                attempt.provider_payment_intent_id
+            ),
+        },
+        timeout=10,
+    ).raise_for_status()
+    with django_capture_on_commit_callbacks(execute=True):
+        done = client.post(link_path, {"authenticated": "1"})
+    assert done.status_code == 200 and "payment is complete" in done.content.decode()
+    case.refresh_from_db()
+    assert case.state == "succeeded" and case.levels.count() == 1
+
+
+def test_the_customer_may_keep_the_new_card_as_their_default(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from cards.models import CardEvent, PaymentCard
+    from chargeflows.models import ChargeFlowCase
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "5555555555554444")
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+
+    assert paid.status_code == 200
+    customer = ChargeFlowCase.objects.get().issue.customer
+    default = PaymentCard.objects.get(customer=customer, is_default=True)
+    assert default.last4 == "4444"
+    assert PaymentCard.objects.filter(customer=customer).count() == 2
+    event = CardEvent.objects.get(kind=CardEvent.Kind.CARD_KEPT)
+    assert event.card == default
+    provider = localstripe.list("customers")
+    (mine,) = [c for c in provider if c["id"] == customer.provider_customer_id]
+    assert mine["invoice_settings"]["default_payment_method"] == default.provider_payment_method_id
+
+
+def test_pages_are_in_the_customers_language(client, link_path):
+    from cards.models import Customer
+
+    Customer.objects.update(preferred_language="de")
+    page = client.get(link_path).content.decode()
+    assert "Ihre Zahlung" in page and "12.34 EUR bezahlen" in page
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    with time_machine.travel(link.expires_at + timedelta(seconds=1)):
+        expired = client.get(link_path).content.decode()
+    assert "Dieser Zahlungslink ist abgelaufen" in expired and "an Shop" in expired
+
+
+def test_an_abandoned_3ds_payment_is_failed_by_the_reconciler_and_the_case_goes_on(
+    client, link_path, localstripe, settings
+):
+    import requests
+
+    from chargeflows.models import ChargeFlowCase
+    from payments import attempts
+    from payments.models import ChargeAttempt
+    from tests.conftest import confirm_setup_intent
+
+    secret = client.post(link_path + "setup-intent/").json()["client_secret"]
+    seti = secret.split("_secret_")[0]
+    confirm_setup_intent(localstripe, secret, "4000002500003155")
+    requests.post(
+        f"{localstripe.url}/v1/setup_intents/{seti}/confirm",
+        json={"key": settings.STRIPE_PUBLISHABLE_KEY, "client_secret": secret},
+        timeout=10,
+    ).raise_for_status()
+    client.post(link_path, {"setup_intent": seti})  # the customer leaves at 3-D Secure
+    attempt = ChargeAttempt.objects.get(payment_link__isnull=False)
+    assert attempt.status == "processing"
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        assert attempts.attempts_reconcile() == 1
+
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.failure_code) == ("failed", "authentication_abandoned")
+    case = ChargeFlowCase.objects.get()
+    assert case.state == "running" and case.levels.get().state == "pending"
