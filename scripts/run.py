@@ -47,6 +47,8 @@ def main() -> None:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
     env["LOCALSTRIPE_PORT"] = str(LOCALSTRIPE_PORT)
+    # Links in emails (invitations, payment links) point at this run's web server.
+    env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{WEB_PORT}")
     env.setdefault("PYTHONUNBUFFERED", "1")
 
     for port, what, variable in (
