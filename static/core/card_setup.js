@@ -1,24 +1,29 @@
-// The payment page behind a payment link: the customer's new card is entered only in the
-// provider's element and confirmed with the provider directly (3-D Secure there when the card
-// asks); our server receives only the confirmed SetupIntent's id and charges the amount it
-// holds, once per link. (Same shape as static/cards/register.js.)
+// The card step of every hosted page (card registration, the payment page behind a link): the
+// card is entered only in the provider's element and confirmed with the provider directly; our
+// server receives only the confirmed SetupIntent's id (and, for a payment, charges the amount
+// it holds itself, once per link).
+//
+// The page marks its box with data-card-setup and gives: data-publishable-key, data-intent-url
+// (our endpoint that makes the SetupIntent), optionally data-customer-name/-email (else the
+// form's name and email fields), data-generic-message, and data-client-secret when our server
+// sent the customer back to complete 3-D Secure for a payment.
 //
 // The customer only ever sees sentences: the element's own validation message, the provider's
 // message for a card it refused, or one of ours. Never a raw script error.
 (function () {
   "use strict";
-  const box = document.getElementById("payment");
-  const form = document.getElementById("payment-form");
+  const box = document.querySelector("[data-card-setup]");
+  const form = box && box.querySelector("form");
   if (!box || !form) return;
   const errors = document.getElementById("card-errors");
-  const button = document.getElementById("pay");
+  const button = form.querySelector("[type=submit]");
 
   const MESSAGES = {
     empty: "Enter your card number, its expiry date and security code.",
     incomplete: "Your card details are incomplete. Check the card number, expiry date and security code.",
     unreadable: "Your card details could not be checked. Check the card number, expiry date and security code, then try again.",
     unavailable: "The card field could not be loaded. Please reload the page and try again.",
-    generic: "Your payment could not be made. Please try again.",
+    generic: box.dataset.genericMessage || "Your card could not be saved. Please try again.",
   };
   // Sentences for provider error codes, for answers whose own message is not meant for
   // customers (Stripe's card_error and validation_error messages are, and are shown as sent).
@@ -84,7 +89,7 @@
 
   // Back from our server with a card that asks for 3-D Secure: complete it with the provider
   // (its authentication box), then let our server read the outcome. Nothing is charged twice:
-  // the server holds one PaymentIntent for this link.
+  // the server holds one PaymentIntent for the link.
   if (box.dataset.clientSecret) {
     busy = true;
     button.disabled = true;
@@ -124,8 +129,8 @@
       const body = await response.json().catch(function () { return {}; });
       // Our server's `error` is written for customers.
       if (!response.ok || !body.client_secret) return fail(typeof body.error === "string" ? body.error : MESSAGES.generic);
-      const name = box.dataset.customerName;
-      const email = box.dataset.customerEmail;
+      const name = form.elements.name ? form.elements.name.value : box.dataset.customerName;
+      const email = form.elements.email ? form.elements.email.value : box.dataset.customerEmail;
       const result = await stripe.confirmCardSetup(body.client_secret, {
         payment_method: { card: card, billing_details: { name: name, email: email } },
       });
