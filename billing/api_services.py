@@ -150,6 +150,30 @@ def charge_issue_api_data(issue: ChargeIssue) -> dict:
     }
 
 
+def api_idempotency_claim(
+    *, api_key: ApiKey, key: str, request_hash: str
+) -> tuple[ApiIdempotencyRecord | None, "ApiResponse | None"]:
+    """Claim a client's Idempotency-Key inside the caller's transaction, before it creates
+    anything: (the new record, None) to go on and fill its 201 body, or (None, the first
+    answer) to replay. No key: (None, None). One key, one created object, whatever races."""
+    if not key:
+        return None, None
+    try:
+        with transaction.atomic():
+            record = ApiIdempotencyRecord.objects.create(
+                api_key=api_key, key=key, request_hash=request_hash, response_status=201,
+                response_body={},
+            )  # fmt: skip
+    except IntegrityError:
+        # Another request with this key committed while we waited on its row. Under READ
+        # COMMITTED (Django's default) this next query sees that commit.
+        replay = api_idempotent_response_get(api_key=api_key, key=key, request_hash=request_hash)
+        if replay is None:
+            raise
+        return None, replay
+    return record, None
+
+
 def charge_issue_api_start(
     *,
     api_key: ApiKey,
@@ -189,26 +213,11 @@ def charge_issue_api_start(
         detail["idempotency_key"] = idempotency_key
 
     with transaction.atomic():
-        record = None
-        if idempotency_key:
-            try:
-                with transaction.atomic():
-                    record = ApiIdempotencyRecord.objects.create(
-                        api_key=api_key,
-                        key=idempotency_key,
-                        request_hash=request_hash,
-                        response_status=201,
-                        response_body={},
-                    )
-            except IntegrityError:
-                # Another request with this key committed while we waited on its row. Under
-                # READ COMMITTED (Django's default) this next query sees that commit.
-                replay = api_idempotent_response_get(
-                    api_key=api_key, key=idempotency_key, request_hash=request_hash
-                )
-                if replay is None:
-                    raise
-                return replay
+        record, replay = api_idempotency_claim(
+            api_key=api_key, key=idempotency_key, request_hash=request_hash
+        )
+        if replay is not None:
+            return replay
         issue = services.charge_issue_start(
             customer=customer,
             source=ChargeIssue.Source.API,

@@ -4,11 +4,11 @@ recurring.services (audited, naming the API key)."""
 import logging
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.urls import reverse
 
-from billing.api_services import ApiResponse, api_idempotent_response_get
-from billing.models import ApiIdempotencyRecord, ApiKey
+from billing.api_services import ApiResponse, api_idempotency_claim
+from billing.models import ApiKey
 
 from . import services
 from .models import RecurringLine
@@ -56,24 +56,11 @@ def recurring_line_api_create(
     as the line (like billing.api_services.charge_issue_api_start): one key, one line; only the
     201 is stored, so a refused request may be fixed and retried under the same key."""
     with transaction.atomic():
-        record = None
-        if idempotency_key:
-            try:
-                with transaction.atomic():
-                    record = ApiIdempotencyRecord.objects.create(
-                        api_key=api_key,
-                        key=idempotency_key,
-                        request_hash=request_hash,
-                        response_status=201,
-                        response_body={},
-                    )
-            except IntegrityError:
-                replay = api_idempotent_response_get(
-                    api_key=api_key, key=idempotency_key, request_hash=request_hash
-                )
-                if replay is None:
-                    raise
-                return replay
+        record, replay = api_idempotency_claim(
+            api_key=api_key, key=idempotency_key, request_hash=request_hash
+        )
+        if replay is not None:
+            return replay
         line = services.recurring_line_create(via=_via(api_key, idempotency_key), **fields)
         body = recurring_line_api_data(line)
         if record is not None:
