@@ -205,6 +205,41 @@ def test_the_customer_may_keep_the_new_card_as_their_default(
     assert mine["invoice_settings"]["default_payment_method"] == default.provider_payment_method_id
 
 
+def test_a_card_kept_on_the_payment_page_fills_recurring_lines_waiting_for_its_key(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from cards.models import PaymentCard
+    from chargeflows.models import ChargeFlowCase
+    from recurring import services as recurring_services
+    from spaces.roles import CLERK
+    from tests.factories import StaffUserFactory
+
+    customer = ChargeFlowCase.objects.get().issue.customer
+    clerk = StaffUserFactory(role=CLERK, spaces=[customer.space])
+    # localstripe reports every card as Visa; the confirmed card expires 06/34.
+    line = recurring_services.recurring_line_create(
+        customer=customer,
+        amount_minor=4990,
+        currency="EUR",
+        charge_date=timezone.localdate() + timedelta(days=20),
+        card=None,
+        card_lookup_key=f"{customer.customer_number}-Visa-4444-06/34",
+        acting_user=clerk,
+    )
+    assert line.card is None
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "5555555555554444")
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+
+    line.refresh_from_db()
+    assert line.card == PaymentCard.objects.get(customer=customer, is_default=True)
+
+
 def test_pages_are_in_the_customers_language(client, link_path):
     from cards.models import Customer
 
