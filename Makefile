@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run run-prod-like test lint install clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) scripts/run.py
+
+# The production path on this machine: gunicorn, production settings, and the PostgreSQL and
+# Redis named by DATABASE_URL, CELERY_BROKER_URL and CACHE_URL (see scripts/run_prod_like.py).
+run-prod-like: $(STAMP)
+	$(PY) scripts/run_prod_like.py
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -38,6 +38,7 @@ from django.views.decorators.csrf import csrf_exempt
 from cards.models import Customer
 from core import money
 from core.errors import domain_error_json, error_json
+from core.logging import log_context_bind
 from core.ratelimit import attempt_allowed
 
 from . import api_services
@@ -216,6 +217,7 @@ def charge_issue_create(request):
     api_key = authenticate(request)
     if isinstance(api_key, JsonResponse):
         return api_key
+    log_context_bind(space=api_key.space_id)
 
     allowed, retry_after = attempt_allowed(
         scope="billing-api", key=str(api_key.pk), limit=RATE_LIMIT, window=RATE_WINDOW_SECONDS

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from cards.models import Customer
 from core import money
+from core.logging import log_context_bind
 from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
 
@@ -228,6 +229,7 @@ def charge_issue_api_start(
             amount_minor=amount_minor,
             detail=detail,
         )
+        log_context_bind(issue=issue.pk)
         body = charge_issue_api_data(issue)
         if record is not None:
             record.response_body = body

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
 from core import money
+from core.logging import log_context_bind
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
@@ -465,6 +466,7 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
     issue's part is billing.charging.IssueCharge. The outcome reaches billing through
     payments.signals.attempt_settled (billing/receivers.py). None if nothing was charged.
     """
+    log_context_bind(issue=issue_id)
     return attempts.attempt_charge(owner=ISSUE_CHARGE, owner_id=issue_id)
 
 

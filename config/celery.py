@@ -1,7 +1,7 @@
 import os
 
 from celery import Celery
-from celery.signals import setup_logging
+from celery.signals import setup_logging, task_postrun, task_prerun
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
@@ -19,3 +19,26 @@ def _use_django_logging(**kwargs):
     from django.conf import settings
 
     dictConfig(settings.LOGGING)
+
+
+# Every line a task logs carries its id (core.logging's context; JSON lines in production).
+_log_tokens = {}
+
+
+@task_prerun.connect
+def _log_context_for_task(task_id=None, task=None, **kwargs):
+    from core.logging import log_context_start
+
+    _log_tokens[task_id] = log_context_start(task_id=task_id, task=task.name if task else None)
+
+
+@task_postrun.connect
+def _log_context_after_task(task_id=None, **kwargs):
+    from core.logging import log_context_end
+
+    token = _log_tokens.pop(task_id, None)
+    if token is not None:
+        try:
+            log_context_end(token)
+        except ValueError:  # set in another context (a thread pool): nothing to restore there
+            pass

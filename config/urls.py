@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from .views import healthz
+from .views import healthz_live, healthz_ready
 
 admin.site.site_header = "Charging back office"
 admin.site.site_title = "Charging back office"
@@ -14,7 +14,11 @@ handler404 = "config.views.page_not_found"
 handler500 = "config.views.server_error"
 
 urlpatterns = [
-    path("healthz", healthz, name="healthz"),
+    # Load balancers: /healthz/live (the process answers), /healthz/ready (and its
+    # dependencies do); /healthz is readiness, as it was before the split.
+    path("healthz", healthz_ready, name="healthz"),
+    path("healthz/live", healthz_live, name="healthz-live"),
+    path("healthz/ready", healthz_ready, name="healthz-ready"),
     # Before the admin site, whose catch-all would otherwise answer these paths.
     path("admin/two-factor/", include("spaces.otp_urls")),
     path("admin/", admin.site.urls),

@@ -31,7 +31,18 @@ HOSTED_PREFIXES = ("/register/",)
 
 @never_cache
 @require_GET
-def healthz(request):
+def healthz_live(request):
+    """Liveness: this process answers. Touches no dependency, so a database or provider outage
+    never makes an orchestrator restart healthy web processes (that is readiness's job: take
+    them out of the load balancer until the dependency is back)."""
+    return JsonResponse({"status": "ok"})
+
+
+@never_cache
+@require_GET
+def healthz_ready(request):
+    """Readiness: the database, the broker and the provider answer; 503 naming what is down.
+    Also served at /healthz, as before liveness and readiness were told apart."""
     checks = run_checks()
     healthy = all(result["ok"] for result in checks.values())
     return JsonResponse(

@@ -2,44 +2,18 @@
 
 Migrates the embedded SQLite database, loads demo data, then starts localstripe (state in var/),
 a Celery worker and beat (embedded broker unless CELERY_BROKER_URL is set) and the web server.
-Ctrl-C stops every process it started.
+Ctrl-C stops every process it started. `make run-prod-like` (scripts/run_prod_like.py) starts
+the same stack the way production runs it.
 """
 
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from processes import MANAGE, ROOT, Processes, require_free_ports, wait_for_port
+
 VAR = Path(os.environ.get("VAR_DIR") or ROOT / "var")
-PY = sys.executable
 WEB_PORT = int(os.environ.get("PORT", "8000"))
 LOCALSTRIPE_PORT = int(os.environ.get("LOCALSTRIPE_PORT", "8420"))
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, name: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with code {proc.returncode}; see its output above.")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"{name} did not listen on 127.0.0.1:{port} within {seconds:.0f}s.")
 
 
 def main() -> None:
@@ -51,83 +25,26 @@ def main() -> None:
     env.setdefault("PUBLIC_BASE_URL", f"http://127.0.0.1:{WEB_PORT}")
     env.setdefault("PYTHONUNBUFFERED", "1")
 
-    for port, what, variable in (
-        (WEB_PORT, "web server", "PORT"),
-        (LOCALSTRIPE_PORT, "localstripe", "LOCALSTRIPE_PORT"),
-    ):
-        if not port_is_free(port):
-            raise SystemExit(
-                f"Port {port} for the {what} is taken (another `make run`?). "
-                f"Stop it or choose another with {variable}=NNNN make run."
-            )
+    require_free_ports(
+        [
+            (WEB_PORT, "web server", "PORT"),
+            (LOCALSTRIPE_PORT, "localstripe", "LOCALSTRIPE_PORT"),
+        ],
+        "make run",
+    )
 
-    manage = [PY, str(ROOT / "manage.py")]
-    subprocess.run([*manage, "migrate", "--noinput", "-v", "0"], env=env, check=True)
-
-    procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(name: str, args: list[str]) -> subprocess.Popen:
-        # Each child leads its own process group so Ctrl-C here can stop it and its children.
-        proc = subprocess.Popen(args, env=env, cwd=ROOT, start_new_session=True)
-        procs.append((name, proc))
-        return proc
-
-    def stop_all(*_):
-        # SIGTERM to each leader lets it stop its own children (Celery's pool) cleanly; what
-        # is left of a group afterwards, or a leader stuck past 10 s, is killed.
-        for _name, proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + 10
-        for name, proc in procs:
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"{name} did not stop within 10s; killing it.")
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        print("\nAll processes stopped.")
-        sys.exit(0)
-
-    signal.signal(signal.SIGINT, stop_all)
-    signal.signal(signal.SIGTERM, stop_all)
-
+    processes = Processes(env)
+    processes.run([*MANAGE, "migrate", "--noinput", "-v", "0"])
     try:
-        localstripe = start(
-            "localstripe",
-            [
-                PY,
-                str(ROOT / "scripts" / "localstripe_server.py"),
-                "--port",
-                str(LOCALSTRIPE_PORT),
-                "--state",
-                str(VAR / "localstripe.pickle"),
-            ],
-        )
-        wait_for_port(LOCALSTRIPE_PORT, localstripe, "localstripe")
-        # Demo data registers a demo card with localstripe, so it runs once that is up.
-        subprocess.run([*manage, "seed_demo"], env=env, check=True)
-        # The provider's events (payment_intent.*, payment_method.*) reach /webhooks/stripe.
-        subprocess.run(
-            [*manage, "localstripe_webhooks", f"http://127.0.0.1:{WEB_PORT}/webhooks/stripe"],
-            env=env,
-            check=True,
-        )
-        celery = [PY, "-m", "celery", "-A", "config"]
-        start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
-        start(
-            "beat",
-            [*celery, "beat", "--loglevel", "INFO", "--schedule", str(VAR / "celerybeat-schedule")],
-        )
-        web = start(
-            "web", [*manage, "runserver", f"127.0.0.1:{WEB_PORT}", "--noreload", "--skip-checks"]
+        processes.start_localstripe(LOCALSTRIPE_PORT, VAR / "localstripe.pickle")
+        processes.seed_demo(WEB_PORT)
+        processes.start_celery(VAR / "celerybeat-schedule")
+        web = processes.start(
+            "web", [*MANAGE, "runserver", f"127.0.0.1:{WEB_PORT}", "--noreload", "--skip-checks"]
         )
         wait_for_port(WEB_PORT, web, "web server")
     except BaseException:
-        stop_all()
+        processes.stop_all()
         raise
 
     print(
@@ -140,12 +57,7 @@ def main() -> None:
         "  Ctrl-C stops everything.\n",
         flush=True,
     )
-    while True:
-        for name, proc in procs:
-            if proc.poll() is not None:
-                print(f"{name} exited with code {proc.returncode}; stopping the rest.")
-                stop_all()
-        time.sleep(1)
+    processes.supervise()
 
 
 if __name__ == "__main__":

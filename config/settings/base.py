@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import environ
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
 env = environ.Env()
@@ -51,7 +52,12 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every answer, early ones included, carries X-Request-ID, and every line logged
+    # while serving it the same id (core.logging).
+    "core.request_id.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files (compressed, hashed names in production) served before anything else runs.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     # Response-only, so it can sit this early: every answer gets X-Frame-Options, the card
     # guard's refusals and other early returns included.
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
@@ -151,6 +157,12 @@ USE_TZ = True
 STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(env("STATIC_ROOT", default=str(VAR_DIR / "staticfiles")))
+# Plain storage here (tests and `make run` need no collectstatic); production.py switches to
+# WhiteNoise's compressed, hashed names, which need `collectstatic` (the Procfile's release).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
 
 # --- Email ------------------------------------------------------------------------------------
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
@@ -260,6 +272,11 @@ CRISPY_TEMPLATE_PACK = "bootstrap5"
 
 # --- Logging ----------------------------------------------------------------------------------
 LOG_LEVEL = env("LOG_LEVEL", default="INFO")
+# "json": one JSON object per line (core.logging.JsonLinesFormatter), what production defaults
+# to for a log collector; "plain": readable lines, the default elsewhere.
+LOG_FORMAT = env("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("json", "plain"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or plain, not {LOG_FORMAT!r}.")
 # Every record goes through a handler with the card-number mask (core/logging.py): Django's
 # own loggers ("django", "django.server") and Celery's are emptied of the handlers their
 # defaults give them and propagate to the root's (see also config/celery.py). A new handler
@@ -270,11 +287,12 @@ LOGGING = {
     "filters": {"mask_card_numbers": {"()": "core.logging.CardNumberMaskingFilter"}},
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "core.logging.JsonLinesFormatter"},
     },
     "handlers": {
         "console": {
             "class": "logging.StreamHandler",
-            "formatter": "plain",
+            "formatter": LOG_FORMAT,
             "filters": ["mask_card_numbers"],
         },
     },

@@ -51,3 +51,8 @@ if not CELERY_BROKER_URL:
         "control_folder": str(_control),
         "store_processed": False,
     }
+
+# WhiteNoise serves static files straight from the apps' and static/ folders: no collectstatic
+# in the local run (production serves the collected, hashed files instead).
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -43,3 +43,6 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 PAYMENTS_TEST_PAUSE_AFTER_PROVIDER_CALL_SECONDS = env.float(
     "PAYMENTS_TEST_PAUSE_AFTER_PROVIDER_CALL_SECONDS", default=0.0
 )
+# Static files from the source folders, as in the local run: no collectstatic before tests.
+WHITENOISE_USE_FINDERS = True
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,11 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-READERS = [*sorted((ROOT / "config" / "settings").glob("*.py")), ROOT / "scripts" / "run.py"]
+READERS = [
+    *sorted((ROOT / "config" / "settings").glob("*.py")),
+    ROOT / "config" / "gunicorn.conf.py",
+    *sorted((ROOT / "scripts").glob("*.py")),
+]
 PATTERNS = [
     r"""\benv(?:\.\w+)?\(\s*["']([A-Z][A-Z0-9_]+)["']""",
     r"""os\.environ(?:\.get|\.setdefault)?\(\s*["']([A-Z][A-Z0-9_]+)["']""",

@@ -79,8 +79,8 @@ def _same_redis_db(a: str, b: str) -> bool:
 
 @pytest.fixture
 def broker():
-    """A Redis database of our own: flushed before and after, never the suite's broker or
-    cache."""
+    """A Redis database of our own: emptied before and after, never the suite's broker or
+    cache, and held by one test session at a time."""
     url = broker_url()
     for name in ("CELERY_BROKER_URL", "CACHE_URL"):
         other = os.environ.get(name, "")
@@ -91,7 +91,12 @@ def broker():
         client.ping()
     except redis.RedisError as exc:
         pytest.fail(f"Redis at {url} is not reachable ({exc})", pytrace=False)
-    client.flushdb()
+    # Two test sessions on one machine (parallel checkouts) would share this database and take
+    # each other's messages: one session at a time holds it.
+    lock = client.lock(LOCK_KEY, timeout=600, blocking_timeout=600)
+    if not lock.acquire():
+        pytest.fail(f"Redis database {url} stayed busy with another test session", pytrace=False)
+    _empty(client)
     # Not the current app: the project's shared tasks keep running eagerly in this process.
     app = Celery("real-broker-test", set_as_current=False)
     # An explicit connection: Celery would otherwise take CELERY_BROKER_URL from the
@@ -106,8 +111,19 @@ def broker():
     yield url, client, publish
     connection.release()
     app.close()
-    client.flushdb()
+    _empty(client)
+    lock.release()
     client.close()
+
+
+LOCK_KEY = "backoffice-real-broker-tests"
+
+
+def _empty(client) -> None:
+    """Every key of this database but the lock (what flushdb would do, the lock kept)."""
+    for key in client.scan_iter(count=1000):
+        if key.decode() != LOCK_KEY:
+            client.delete(key)
 
 
 def _database_url() -> str:
