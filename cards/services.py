@@ -27,6 +27,7 @@ from .models import (
     CardRegistration,
     Customer,
     PaymentCard,
+    SepaDebitMethod,
     normalise_brand,
 )
 from .signals import (
@@ -372,6 +373,93 @@ def payment_cards_expire(*, today=None) -> int:
 
 
 # --- Provider events --------------------------------------------------------------------------
+
+
+# --- SEPA Direct Debit ----------------------------------------------------------------------
+#
+# The IBAN goes from the customer's browser to the provider only (Stripe.js
+# confirmSepaDebitSetup confirms the SetupIntent, which also records the mandate); we are
+# handed the SetupIntent id and keep the provider's id, bank code, country and last 4.
+
+
+def sepa_debit_setup_intent_start(*, invitation: CardInvitation) -> gateway.SetupIntent:
+    """A SetupIntent for a SEPA Direct Debit mandate, made for this invitation's page (its
+    metadata names space and invitation, checked again when it is completed)."""
+    try:
+        return gateway.setup_intent_create(
+            metadata={"space": str(invitation.space_id), "invitation": str(invitation.public_id)},
+            payment_method_type="sepa_debit",
+        )
+    except gateway.ProviderError as exc:
+        logger.warning("sepa setup intent create failed: %s", exc.__class__.__name__)
+        raise ProviderUnavailable() from exc
+
+
+def sepa_debit_method_add(*, invitation: CardInvitation, setup_intent_id: str) -> SepaDebitMethod:
+    """Save the SEPA Direct Debit account the customer confirmed in the browser as a saved
+    method of the invitation's customer, audited with a CardEvent.
+
+    Exactly once per SetupIntent: a resubmission returns the first row. A SetupIntent made
+    for another page, not succeeded, or not for a sepa_debit method is refused and changes
+    nothing. The invitation stays usable for the card (adding a bank account does not use it).
+    """
+    existing = SepaDebitMethod.objects.filter(setup_intent_id=setup_intent_id).first()
+    if existing is not None:
+        if existing.customer_id != invitation.customer_id:
+            raise RegistrationRefused(SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_foreign")
+        return existing
+    intent = _verified_setup_intent(setup_intent_id, space=invitation.space, invitation=invitation)
+    try:
+        details = gateway.sepa_debit_retrieve(intent.payment_method_id)
+    except gateway.ProviderError as exc:
+        raise ProviderUnavailable() from exc
+    if details is None:
+        raise RegistrationRefused(code="not_sepa_debit")
+    with transaction.atomic():
+        # The customer's lock serialises a double submission: the second finds the first row.
+        customer = Customer.objects.select_for_update().get(pk=invitation.customer_id)
+        existing = SepaDebitMethod.objects.filter(setup_intent_id=setup_intent_id).first()
+        if existing is not None:
+            return existing
+        try:
+            if not customer.provider_customer_id:
+                customer.provider_customer_id = _provider_customer(customer, intent.id)
+                customer.save(update_fields=["provider_customer_id", "updated_at"])
+            if details.customer_id not in (None, customer.provider_customer_id):
+                raise RegistrationRefused(code="payment_method_other_customer")
+            if details.customer_id is None:
+                gateway.payment_method_attach(
+                    payment_method_id=details.payment_method_id,
+                    customer_id=customer.provider_customer_id,
+                )
+        except gateway.ProviderError as exc:
+            logger.warning(
+                "sepa debit %s failed at the provider: %s", intent.id, exc.__class__.__name__
+            )
+            raise ProviderUnavailable() from exc
+        method = SepaDebitMethod.objects.create(
+            space_id=customer.space_id,
+            customer=customer,
+            provider_payment_method_id=details.payment_method_id,
+            setup_intent_id=intent.id,
+            country=details.country,
+            bank_code=details.bank_code,
+            last4=details.last4,
+            fingerprint=details.fingerprint,
+        )
+        CardEvent.objects.create(
+            space_id=customer.space_id,
+            kind=CardEvent.Kind.SEPA_DEBIT_ADDED,
+            customer=customer,
+            detail={
+                "sepa_debit_method": method.pk,
+                "via": "invitation",
+                "country": method.country,
+                "bank_code": method.bank_code,
+                "last4": method.last4,
+            },
+        )
+    return method
 
 
 def payment_card_keep(*, customer: Customer, payment_method_id: str, via: str) -> PaymentCard:
