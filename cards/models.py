@@ -218,6 +218,14 @@ class SepaDebitMethod(models.Model):
         return f"SEPA {self.country} {self.bank_code} •••• {self.last4}"
 
 
+S = SepaDebitMethod.Status
+# The one table of a SEPA account's state changes (the provider's attach/detach events).
+SEPA_DEBIT_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.ACTIVE: frozenset({S.DETACHED}),
+    S.DETACHED: frozenset({S.ACTIVE}),
+}
+
+
 class CardInvitation(models.Model):
     """A signed, expiring, single-use link that lets one known customer register a card."""
 
@@ -283,6 +291,8 @@ class CardEvent(models.Model):
         CUSTOMER_NUMBER_CHANGED = "customer_number_changed", "Customer number changed"
         CARD_KEPT = "card_kept", "Card kept from a payment page (new default)"
         SEPA_DEBIT_ADDED = "sepa_debit_added", "SEPA Direct Debit account added"
+        SEPA_DEBIT_DETACHED = "sepa_debit_detached", "SEPA account detached at the provider"
+        SEPA_DEBIT_ATTACHED = "sepa_debit_attached", "SEPA account attached again at the provider"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -22,6 +22,7 @@ from .exceptions import (
     RegistrationRefused,
 )
 from .models import (
+    SEPA_DEBIT_TRANSITIONS,
     CardEvent,
     CardInvitation,
     CardRegistration,
@@ -460,6 +461,36 @@ def sepa_debit_method_add(*, invitation: CardInvitation, setup_intent_id: str) -
             },
         )
     return method
+
+
+def sepa_debit_sync_from_provider(*, payment_method_id: str) -> bool:
+    """A provider event about a SEPA account of ours: it is active while attached to its
+    customer at the provider, detached otherwise (read again from the provider, so events in
+    any order end in its current state), audited with a CardEvent. True if it changed."""
+    method = SepaDebitMethod.objects.filter(provider_payment_method_id=payment_method_id).first()
+    if method is None:
+        return False
+    details = gateway.sepa_debit_retrieve(payment_method_id)
+    with transaction.atomic():
+        method = SepaDebitMethod.objects.select_for_update().get(pk=method.pk)
+        customer = Customer.objects.get(pk=method.customer_id)
+        attached = details is not None and details.customer_id == customer.provider_customer_id
+        wanted = SepaDebitMethod.Status.ACTIVE if attached else SepaDebitMethod.Status.DETACHED
+        if wanted == method.status or wanted not in SEPA_DEBIT_TRANSITIONS[method.status]:
+            return False
+        method.status = wanted
+        method.save(update_fields=["status"])
+        CardEvent.objects.create(
+            space_id=method.space_id,
+            kind=(
+                CardEvent.Kind.SEPA_DEBIT_ATTACHED
+                if attached
+                else CardEvent.Kind.SEPA_DEBIT_DETACHED
+            ),
+            customer=customer,
+            detail={"sepa_debit_method": method.pk, "last4": method.last4},
+        )
+    return True
 
 
 def payment_card_keep(*, customer: Customer, payment_method_id: str, via: str) -> PaymentCard:

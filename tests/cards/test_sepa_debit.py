@@ -110,3 +110,52 @@ def test_refusals_are_clear_4xx_and_save_nothing(client, localstripe, invitation
     # A tampered link.
     assert client.post(page.replace("/invite/", "/invite/x") + "sepa/").status_code in (404, 410)
     assert SepaDebitMethod.objects.count() == 0
+
+
+# --- Provider events: detached / attached again --------------------------------------------------
+
+
+def _provider_event(client, django_capture_on_commit_callbacks, method, event_type):
+    from tests.payments.conftest import event_for, signed_post
+
+    obj = gateway.client().v1.payment_methods.retrieve(method.provider_payment_method_id)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = signed_post(client, event_for(event_type, obj.to_dict()))
+    assert response.status_code == 200
+    method.refresh_from_db()
+
+
+def test_declared_sepa_transitions_follow_the_provider_and_others_change_nothing(
+    client, localstripe, invitation, django_capture_on_commit_callbacks
+):
+    _, added = _add_sepa(client, invitation)
+    assert added.status_code == 201
+    method = SepaDebitMethod.objects.get()
+    customer_id = (
+        gateway.client().v1.payment_methods.retrieve(method.provider_payment_method_id).customer
+    )
+    events = CardEvent.objects.filter(customer=invitation.customer)
+
+    # active -> detached
+    gateway.client().v1.payment_methods.detach(method.provider_payment_method_id)
+    _provider_event(client, django_capture_on_commit_callbacks, method, "payment_method.detached")
+    assert method.status == SepaDebitMethod.Status.DETACHED
+    assert events.filter(kind=CardEvent.Kind.SEPA_DEBIT_DETACHED).count() == 1
+
+    # detached -> detached is no transition: the same event again changes nothing.
+    _provider_event(client, django_capture_on_commit_callbacks, method, "payment_method.detached")
+    assert events.filter(kind=CardEvent.Kind.SEPA_DEBIT_DETACHED).count() == 1
+
+    # detached -> active
+    gateway.payment_method_attach(
+        payment_method_id=method.provider_payment_method_id, customer_id=customer_id
+    )
+    _provider_event(client, django_capture_on_commit_callbacks, method, "payment_method.attached")
+    assert method.status == SepaDebitMethod.Status.ACTIVE
+    assert events.filter(kind=CardEvent.Kind.SEPA_DEBIT_ATTACHED).count() == 1
+
+    # active -> active: refused as no transition, nothing written.
+    assert not services.sepa_debit_sync_from_provider(
+        payment_method_id=method.provider_payment_method_id
+    )
+    assert events.filter(kind=CardEvent.Kind.SEPA_DEBIT_ATTACHED).count() == 1

@@ -204,3 +204,29 @@ def test_a_processing_debit_keeps_the_level_waiting_until_settled_then_the_next_
     case.refresh_from_db()
     assert case.state == Case.RUNNING
     assert len(intents_for_issue(localstripe, issue)) == 3  # nothing charged twice
+
+
+@pytest.mark.parametrize("detached", [False, True])
+def test_a_second_card_goes_before_the_account_and_a_detached_account_is_never_debited(
+    space, clerk, approver, localstripe, django_capture_on_commit_callbacks, detached
+):
+    customer = real_customer(space)
+    card = real_card(customer, DECLINES)
+    account = real_sepa(customer, GOOD_IBAN)
+    issue = approved_issue(customer, card, clerk, approver)
+    one_level_flow(space, run_token_charge=True, run_saved_method=True, run_payment_link=True)
+    if detached:
+        account.status = SepaDebitMethod.Status.DETACHED
+        account.save(update_fields=["status"])
+        expected = [card.provider_payment_method_id]  # no saved method left: the link
+    else:
+        second_card = real_card(customer, DECLINES, is_default=False)
+        expected = [card.provider_payment_method_id, second_card.provider_payment_method_id]
+
+    case = _collect(issue, approver, django_capture_on_commit_callbacks)
+
+    level = case.levels.get()
+    assert [a.provider_payment_method_id for a in level.attempts.order_by("pk")] == expected
+    assert level.step == Step.WAITING and hasattr(level, "payment_link")
+    intents = intents_for_issue(localstripe, issue)
+    assert sorted(pi["payment_method"] for pi in intents) == sorted(expected)
