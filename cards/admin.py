@@ -5,7 +5,7 @@ from core.errors import DomainError, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import services
-from .models import CardEvent, CardInvitation, Customer, PaymentCard
+from .models import CardEvent, CardInvitation, Customer, PaymentCard, SepaDebitMethod
 
 
 class PaymentCardInline(admin.TabularInline):
@@ -13,6 +13,17 @@ class PaymentCardInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = ("brand", "last4", "expiry", "status", "is_default", "lookup_key", "created_at")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+class SepaDebitMethodInline(admin.TabularInline):
+    model = SepaDebitMethod
+    extra = 0
+    can_delete = False
+    fields = ("country", "bank_code", "last4", "status", "created_at")
     readonly_fields = fields
 
     def has_add_permission(self, request, obj=None):
@@ -45,7 +56,7 @@ class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
     )
-    inlines = [PaymentCardInline]
+    inlines = [PaymentCardInline, SepaDebitMethodInline]
     actions = ["send_registration_link", "start_charge"]
 
     def get_queryset(self, request):

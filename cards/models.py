@@ -184,6 +184,48 @@ class PaymentCard(models.Model):
         return self.lookup_key
 
 
+class SepaDebitMethod(models.Model):
+    """A customer's SEPA Direct Debit account saved at the provider (a mandate for off-session
+    debits): a saved method that needs no customer action (charge-flow level step 2).
+
+    Only the provider's id, the bank code, the country and the last 4 of the IBAN are kept:
+    never the IBAN. Not a PaymentCard: it has no brand, expiry or lookup key.
+    """
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        DETACHED = "detached", "Detached"
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="sepa_debit_methods")
+    customer = models.ForeignKey(
+        Customer, on_delete=models.PROTECT, related_name="sepa_debit_methods"
+    )
+    provider_payment_method_id = models.CharField(max_length=255, unique=True, editable=False)
+    # The SetupIntent that saved it: a resubmitted page finds the first row again.
+    setup_intent_id = models.CharField(max_length=255, unique=True, editable=False)
+    country = models.CharField(max_length=2)
+    bank_code = models.CharField(max_length=20, blank=True)
+    last4 = models.CharField("last 4", max_length=4)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.ACTIVE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        verbose_name = "SEPA Direct Debit account"
+
+    def __str__(self):
+        return f"SEPA {self.country} {self.bank_code} •••• {self.last4}"
+
+
+S = SepaDebitMethod.Status
+# The one table of a SEPA account's state changes (the provider's attach/detach events).
+SEPA_DEBIT_TRANSITIONS: dict[str, frozenset[str]] = {
+    S.ACTIVE: frozenset({S.DETACHED}),
+    S.DETACHED: frozenset({S.ACTIVE}),
+}
+
+
 class CardInvitation(models.Model):
     """A signed, expiring, single-use link that lets one known customer register a card."""
 
@@ -248,6 +290,9 @@ class CardEvent(models.Model):
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"
         CUSTOMER_NUMBER_CHANGED = "customer_number_changed", "Customer number changed"
         CARD_KEPT = "card_kept", "Card kept from a payment page (new default)"
+        SEPA_DEBIT_ADDED = "sepa_debit_added", "SEPA Direct Debit account added"
+        SEPA_DEBIT_DETACHED = "sepa_debit_detached", "SEPA account detached at the provider"
+        SEPA_DEBIT_ATTACHED = "sepa_debit_attached", "SEPA account attached again at the provider"
 
     space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="card_events")
     kind = models.CharField(max_length=32, choices=Kind.choices)

@@ -22,11 +22,13 @@ from .exceptions import (
     RegistrationRefused,
 )
 from .models import (
+    SEPA_DEBIT_TRANSITIONS,
     CardEvent,
     CardInvitation,
     CardRegistration,
     Customer,
     PaymentCard,
+    SepaDebitMethod,
     normalise_brand,
 )
 from .signals import (
@@ -372,6 +374,123 @@ def payment_cards_expire(*, today=None) -> int:
 
 
 # --- Provider events --------------------------------------------------------------------------
+
+
+# --- SEPA Direct Debit ----------------------------------------------------------------------
+#
+# The IBAN goes from the customer's browser to the provider only (Stripe.js
+# confirmSepaDebitSetup confirms the SetupIntent, which also records the mandate); we are
+# handed the SetupIntent id and keep the provider's id, bank code, country and last 4.
+
+
+def sepa_debit_setup_intent_start(*, invitation: CardInvitation) -> gateway.SetupIntent:
+    """A SetupIntent for a SEPA Direct Debit mandate, made for this invitation's page (its
+    metadata names space and invitation, checked again when it is completed)."""
+    try:
+        return gateway.setup_intent_create(
+            metadata={"space": str(invitation.space_id), "invitation": str(invitation.public_id)},
+            payment_method_type="sepa_debit",
+        )
+    except gateway.ProviderError as exc:
+        logger.warning("sepa setup intent create failed: %s", exc.__class__.__name__)
+        raise ProviderUnavailable() from exc
+
+
+def sepa_debit_method_add(*, invitation: CardInvitation, setup_intent_id: str) -> SepaDebitMethod:
+    """Save the SEPA Direct Debit account the customer confirmed in the browser as a saved
+    method of the invitation's customer, audited with a CardEvent.
+
+    Exactly once per SetupIntent: a resubmission returns the first row. A SetupIntent made
+    for another page, not succeeded, or not for a sepa_debit method is refused and changes
+    nothing. The invitation stays usable for the card (adding a bank account does not use it).
+    """
+    existing = SepaDebitMethod.objects.filter(setup_intent_id=setup_intent_id).first()
+    if existing is not None:
+        if existing.customer_id != invitation.customer_id:
+            raise RegistrationRefused(SETUP_INTENT_FOREIGN_MESSAGE, code="setup_intent_foreign")
+        return existing
+    intent = _verified_setup_intent(setup_intent_id, space=invitation.space, invitation=invitation)
+    try:
+        details = gateway.sepa_debit_retrieve(intent.payment_method_id)
+    except gateway.ProviderError as exc:
+        raise ProviderUnavailable() from exc
+    if details is None:
+        raise RegistrationRefused(code="not_sepa_debit")
+    with transaction.atomic():
+        # The customer's lock serialises a double submission: the second finds the first row.
+        customer = Customer.objects.select_for_update().get(pk=invitation.customer_id)
+        existing = SepaDebitMethod.objects.filter(setup_intent_id=setup_intent_id).first()
+        if existing is not None:
+            return existing
+        try:
+            if not customer.provider_customer_id:
+                customer.provider_customer_id = _provider_customer(customer, intent.id)
+                customer.save(update_fields=["provider_customer_id", "updated_at"])
+            if details.customer_id not in (None, customer.provider_customer_id):
+                raise RegistrationRefused(code="payment_method_other_customer")
+            if details.customer_id is None:
+                gateway.payment_method_attach(
+                    payment_method_id=details.payment_method_id,
+                    customer_id=customer.provider_customer_id,
+                )
+        except gateway.ProviderError as exc:
+            logger.warning(
+                "sepa debit %s failed at the provider: %s", intent.id, exc.__class__.__name__
+            )
+            raise ProviderUnavailable() from exc
+        method = SepaDebitMethod.objects.create(
+            space_id=customer.space_id,
+            customer=customer,
+            provider_payment_method_id=details.payment_method_id,
+            setup_intent_id=intent.id,
+            country=details.country,
+            bank_code=details.bank_code,
+            last4=details.last4,
+            fingerprint=details.fingerprint,
+        )
+        CardEvent.objects.create(
+            space_id=customer.space_id,
+            kind=CardEvent.Kind.SEPA_DEBIT_ADDED,
+            customer=customer,
+            detail={
+                "sepa_debit_method": method.pk,
+                "via": "invitation",
+                "country": method.country,
+                "bank_code": method.bank_code,
+                "last4": method.last4,
+            },
+        )
+    return method
+
+
+def sepa_debit_sync_from_provider(*, payment_method_id: str) -> bool:
+    """A provider event about a SEPA account of ours: it is active while attached to its
+    customer at the provider, detached otherwise (read again from the provider, so events in
+    any order end in its current state), audited with a CardEvent. True if it changed."""
+    method = SepaDebitMethod.objects.filter(provider_payment_method_id=payment_method_id).first()
+    if method is None:
+        return False
+    details = gateway.sepa_debit_retrieve(payment_method_id)
+    with transaction.atomic():
+        method = SepaDebitMethod.objects.select_for_update().get(pk=method.pk)
+        customer = Customer.objects.get(pk=method.customer_id)
+        attached = details is not None and details.customer_id == customer.provider_customer_id
+        wanted = SepaDebitMethod.Status.ACTIVE if attached else SepaDebitMethod.Status.DETACHED
+        if wanted == method.status or wanted not in SEPA_DEBIT_TRANSITIONS[method.status]:
+            return False
+        method.status = wanted
+        method.save(update_fields=["status"])
+        CardEvent.objects.create(
+            space_id=method.space_id,
+            kind=(
+                CardEvent.Kind.SEPA_DEBIT_ATTACHED
+                if attached
+                else CardEvent.Kind.SEPA_DEBIT_DETACHED
+            ),
+            customer=customer,
+            detail={"sepa_debit_method": method.pk, "last4": method.last4},
+        )
+    return True
 
 
 def payment_card_keep(*, customer: Customer, payment_method_id: str, via: str) -> PaymentCard:

@@ -12,6 +12,16 @@ urlpatterns = [
         views.invitation_setup_intent,
         name="invitation_setup_intent",
     ),
+    path(
+        "invite/<str:invitation_ref>/<str:token>/sepa/setup-intent/",
+        views.invitation_sepa_setup_intent,
+        name="invitation_sepa_setup_intent",
+    ),
+    path(
+        "invite/<str:invitation_ref>/<str:token>/sepa/",
+        views.invitation_sepa_debit,
+        name="invitation_sepa_debit",
+    ),
     path("<slug:space_slug>/", views.register, name="register"),
     path("<slug:space_slug>/setup-intent/", views.setup_intent, name="setup_intent"),
 ]

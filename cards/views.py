@@ -1,6 +1,7 @@
 """Hosted pages: customers register a card. The card goes only to the provider's field."""
 
 import hashlib
+import re
 import uuid
 
 from django.conf import settings
@@ -14,13 +15,13 @@ from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import get_language_from_request
 from django.views.decorators.http import require_http_methods, require_POST
 
-from core.errors import domain_error_json
+from core.errors import domain_error_json, error_json
 from core.hosted import hosted_page
 from core.ratelimit import posts_rate_limited
 from spaces.models import Space
 
 from . import selectors, services
-from .exceptions import CardsError
+from .exceptions import CardsError, ProviderUnavailable
 from .forms import CardRegistrationForm, InvitationRegistrationForm
 
 # Per client IP, on every registration page and its setup-intent endpoints together.
@@ -53,7 +54,17 @@ def _link_problem(request, error: CardsError):
 
 
 def _page(request, *, form, space, invitation=None, error=None, intent_url):
+    sepa = {}
+    if invitation is not None:
+        # The SEPA step needs a known customer: offered on invitation pages only.
+        kwargs = request.resolver_match.kwargs
+        link = {"invitation_ref": kwargs["invitation_ref"], "token": kwargs["token"]}
+        sepa = {
+            "sepa_intent_url": reverse("cards:invitation_sepa_setup_intent", kwargs=link),
+            "sepa_save_url": reverse("cards:invitation_sepa_debit", kwargs=link),
+        }
     context = {
+        **sepa,
         "form": form,
         "space": space,
         "invitation": invitation,
@@ -191,6 +202,49 @@ def invitation_setup_intent(request, invitation_ref, token):
     except CardsError as error:
         return domain_error_json(error, status=410)
     return _setup_intent_response(space=invite.space, invitation=invite)
+
+
+SETUP_INTENT_ID = re.compile(r"seti_[A-Za-z0-9_]{1,250}")
+
+
+def _sepa_status(error: CardsError, refused: int) -> int:
+    return 503 if isinstance(error, ProviderUnavailable) else refused
+
+
+@hosted_page
+@registration_rate_limited
+@require_POST
+def invitation_sepa_setup_intent(request, invitation_ref, token):
+    """A SetupIntent for a SEPA Direct Debit account, confirmed by the page's Stripe.js
+    (confirmSepaDebitSetup): the IBAN goes to the provider only."""
+    try:
+        invite = _invitation(invitation_ref, token)
+        intent = services.sepa_debit_setup_intent_start(invitation=invite)
+    except CardsError as error:
+        return domain_error_json(error, status=_sepa_status(error, 410))
+    return JsonResponse({"client_secret": intent.client_secret})
+
+
+@hosted_page
+@registration_rate_limited
+@require_POST
+def invitation_sepa_debit(request, invitation_ref, token):
+    """Save the confirmed SEPA account (POST setup_intent_id) as the customer's saved method."""
+    try:
+        invite = _invitation(invitation_ref, token)
+    except CardsError as error:
+        return domain_error_json(error, status=410)
+    setup_intent_id = request.POST.get("setup_intent_id", "")
+    if not SETUP_INTENT_ID.fullmatch(setup_intent_id):
+        return error_json(400, "setup_intent_missing", "No bank account was confirmed.")
+    try:
+        method = services.sepa_debit_method_add(invitation=invite, setup_intent_id=setup_intent_id)
+    except CardsError as error:
+        return domain_error_json(error, status=_sepa_status(error, 400))
+    return JsonResponse(
+        {"country": method.country, "bank_code": method.bank_code, "last4": method.last4},
+        status=201,
+    )
 
 
 def _setup_intent_response(*, space, invitation=None):

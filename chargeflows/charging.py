@@ -61,6 +61,9 @@ class LevelCharge(AttemptOwner):
         )
 
     def claimed(self, *, owner_id, attempt) -> None:
+        # due_at NULL: neither the runner nor the period's end touches a charging level. A SEPA
+        # debit ends `processing` and keeps the level here, for days on Stripe, until the
+        # webhook or the reconciler records its outcome (level_charge_settled).
         ChargeFlowLevel.objects.filter(pk=owner_id).update(
             step=self.charging_step, due_at=None, claimed_until=None
         )

@@ -2,7 +2,7 @@ from datetime import date
 
 from django.db.models import Prefetch, Q, QuerySet
 
-from cards.models import PaymentCard
+from cards.models import PaymentCard, SepaDebitMethod
 from payments.models import ChargeAttempt
 
 from .models import (
@@ -68,8 +68,8 @@ def card_usable(card: PaymentCard | None, today: date) -> bool:
     )
 
 
-def card_last_decline_hard(*, case: ChargeFlowCase, card: PaymentCard) -> bool:
-    """Whether the last charge of this card for this issue was declined hard."""
+def card_last_decline_hard(*, case: ChargeFlowCase, card: PaymentCard | SepaDebitMethod) -> bool:
+    """Whether the last charge of this card (or account) for this issue was declined hard."""
     last = (
         ChargeAttempt.objects.filter(
             Q(charge_issue_id=case.issue_id) | Q(flow_level__case=case),
@@ -81,9 +81,10 @@ def card_last_decline_hard(*, case: ChargeFlowCase, card: PaymentCard) -> bool:
     return bool(last and last.status == ChargeAttempt.Status.FAILED and last.hard_decline)
 
 
-def second_method(*, case: ChargeFlowCase, today: date) -> PaymentCard | None:
-    """Another saved card of the customer that needs no customer action: active, unexpired,
-    not the issue's card, and not hard-declined for this issue."""
+def second_method(*, case: ChargeFlowCase, today: date) -> PaymentCard | SepaDebitMethod | None:
+    """Another saved method of the customer that needs no customer action: another card
+    (active, unexpired, not the issue's card, not hard-declined for this issue), else a SEPA
+    Direct Debit account (active, not hard-declined for this issue)."""
     issue = case.issue
     cards = (
         PaymentCard.objects.filter(customer_id=issue.customer_id, status=PaymentCard.Status.ACTIVE)
@@ -93,6 +94,12 @@ def second_method(*, case: ChargeFlowCase, today: date) -> PaymentCard | None:
     for card in cards:
         if card_usable(card, today) and not card_last_decline_hard(case=case, card=card):
             return card
+    accounts = SepaDebitMethod.objects.filter(
+        customer_id=issue.customer_id, status=SepaDebitMethod.Status.ACTIVE
+    ).order_by("-created_at", "-pk")
+    for account in accounts:
+        if not card_last_decline_hard(case=case, card=account):
+            return account
     return None
 
 
@@ -105,7 +112,9 @@ def case_timeline(*, case: ChargeFlowCase) -> QuerySet[ChargeFlowLevel]:
     )
 
 
-def level_payment_method(*, level: ChargeFlowLevel, step: str, today: date) -> PaymentCard | None:
+def level_payment_method(
+    *, level: ChargeFlowLevel, step: str, today: date
+) -> PaymentCard | SepaDebitMethod | None:
     """What a level's charging step would charge, or None when the step is skipped: the saved
     card is skipped when there is none, it expired, or its last decline was hard."""
     case = level.case

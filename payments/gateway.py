@@ -89,10 +89,17 @@ def _setup_intent(obj) -> SetupIntent:
     )
 
 
-def setup_intent_create(*, metadata: dict[str, str]) -> SetupIntent:
-    """A SetupIntent for saving a card for later off-session charges."""
+def setup_intent_create(
+    *, metadata: dict[str, str], payment_method_type: str = "card"
+) -> SetupIntent:
+    """A SetupIntent for saving a card (or a SEPA Direct Debit account, `sepa_debit`) for
+    later off-session charges."""
     obj = client().v1.setup_intents.create(
-        params={"usage": "off_session", "payment_method_types": ["card"], "metadata": metadata}
+        params={
+            "usage": "off_session",
+            "payment_method_types": [payment_method_type],
+            "metadata": metadata,
+        }
     )
     return _setup_intent(obj)
 
@@ -123,6 +130,37 @@ def payment_method_retrieve(payment_method_id: str) -> CardDetails:
         exp_month=int(card["exp_month"]),
         exp_year=int(card["exp_year"]),
         fingerprint=card.get("fingerprint") or "",
+        customer_id=customer,
+    )
+
+
+@dataclass(frozen=True)
+class SepaDebitDetails:
+    """What we keep of a SEPA Direct Debit PaymentMethod: never the IBAN itself."""
+
+    payment_method_id: str
+    country: str
+    bank_code: str
+    last4: str
+    fingerprint: str
+    customer_id: str | None
+
+
+def sepa_debit_retrieve(payment_method_id: str) -> SepaDebitDetails | None:
+    """The SEPA details of a PaymentMethod; None if it is not a sepa_debit one."""
+    obj = client().v1.payment_methods.retrieve(payment_method_id).to_dict()
+    if obj.get("type") != "sepa_debit":
+        return None
+    sepa = obj.get("sepa_debit") or {}
+    customer = obj.get("customer")
+    if customer is not None and not isinstance(customer, str):
+        customer = customer["id"]
+    return SepaDebitDetails(
+        payment_method_id=obj["id"],
+        country=sepa.get("country") or "",
+        bank_code=sepa.get("bank_code") or "",
+        last4=sepa.get("last4") or "",
+        fingerprint=sepa.get("fingerprint") or "",
         customer_id=customer,
     )
 
