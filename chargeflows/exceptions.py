@@ -1,16 +1,11 @@
-class ChargeFlowError(Exception):
-    """A rule was broken. `message` is safe to show; `code` is for logs."""
+from core.errors import DomainError
+
+
+class ChargeFlowError(DomainError):
+    """A charge-flow rule was broken (see core.errors.DomainError: code, message, field)."""
 
     code = "charge_flow_error"
     message = "This cannot be changed that way."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None, field=None):
-        if message:
-            self.message = message
-        if code:
-            self.code = code
-        self.field = field
-        super().__init__(self.message)
 
 
 class IllegalTransition(ChargeFlowError):

@@ -1,17 +1,11 @@
-class RecurringError(Exception):
-    """A rule was broken. `message` is safe to show; `code` is for logs and API clients;
-    `field` names the input at fault, if one is."""
+from core.errors import DomainError
+
+
+class RecurringError(DomainError):
+    """A recurring-line rule was broken (see core.errors.DomainError: code, message, field)."""
 
     code = "recurring_error"
     message = "This recurring line cannot be changed that way."
-
-    def __init__(self, message: str | None = None, *, code: str | None = None, field=None):
-        if message:
-            self.message = message
-        if code:
-            self.code = code
-        self.field = field
-        super().__init__(self.message)
 
 
 class IllegalTransition(RecurringError):
