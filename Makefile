@@ -3,16 +3,31 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Exact versions and hashes of every dependency, dev extra included, compiled by uv from the
+# ranges in pyproject.toml. make and CI install only from it.
+LOCK := requirements.lock
 
-.PHONY: run run-prod-like test lint install clean
+.PHONY: run run-prod-like test lint install lock clean
 
-$(STAMP): pyproject.toml
+# --require-hashes: a download that does not match the lock fails the install. The project itself
+# goes in last with --no-deps, so nothing outside the lock is resolved.
+$(STAMP): $(LOCK) pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Upgrading dependencies is this one command: it recompiles requirements.lock to the newest
+# versions pyproject.toml's ranges allow (`--universal`: one lock for every platform and Python
+# >= 3.11), and the next make installs it. Commit pyproject.toml and requirements.lock together.
+# To move a single package: make lock LOCK_UPGRADE="--upgrade-package django".
+LOCK_UPGRADE ?= --upgrade
+lock: $(STAMP)
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 \
+		--generate-hashes $(LOCK_UPGRADE) --quiet -o $(LOCK)
 
 run: $(STAMP)
 	$(PY) scripts/run.py
