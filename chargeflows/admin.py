@@ -10,6 +10,7 @@ from functools import partial
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
+from django.db import transaction
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -112,6 +113,10 @@ class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, admin.ModelAdm
 
     def _service_save(self, request, obj, form, change):
         data = form.cleaned_data
+        if change and not form.has_changed():
+            # Only the conditions were edited: save_formset sends them as their own versioned
+            # edit, so the flow is not bumped (and audited) twice for one save.
+            return obj
         if not change:
             return services.charge_flow_create(
                 space=data["space"],
@@ -126,6 +131,36 @@ class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, admin.ModelAdm
             acting_user=request.user,
             **{field: data[field] for field in ("name", "priority", "planned_purge_date")},
         )
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is not ChargeFlowCondition:
+            return super().save_formset(request, form, formset, change)
+        # Conditions are part of the flow: they go through the flow's versioned service (audit
+        # row, version bump) instead of the inline saving its rows directly.
+        formset.new_objects, formset.changed_objects, formset.deleted_objects = [], [], []
+        if not formset.has_changed():
+            return
+        flow = form.instance
+        conditions = [
+            {field: f.cleaned_data.get(field) for field in services.CONDITION_FIELDS}
+            for f in formset.forms
+            if f.cleaned_data and f not in formset.deleted_forms  # blank extra rows: {}
+        ]
+        for condition in conditions:
+            condition["value"] = condition["value"] or ""
+        try:
+            saved = services.charge_flow_conditions_set(
+                flow=flow,
+                conditions=conditions,
+                expected_version=flow.version,
+                acting_user=request.user,
+            )
+        except ChargeFlowError as exc:
+            # The flow's own fields may already be updated in this request's transaction.
+            transaction.set_rollback(True)
+            request._chargeflows_refused = exc.message
+            return
+        flow.version = saved.version
 
     def _transition(self, request, queryset, to_state):
         for flow in queryset:

@@ -13,6 +13,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F, Q
 from django.urls import reverse
@@ -34,6 +35,7 @@ from .models import (
     ChargeFlow,
     ChargeFlowCase,
     ChargeFlowCaseEvent,
+    ChargeFlowCondition,
     ChargeFlowLevel,
     ChargeFlowLevelConfiguration,
     ChargeFlowLevelPaymentLink,
@@ -222,6 +224,48 @@ def charge_flow_update(*, flow: ChargeFlow, expected_version: int, acting_user, 
             actor=acting_user,
             action="flow_changed",
             detail={k: str(v) for k, v in changes.items()},
+        )
+    return flow
+
+
+CONDITION_FIELDS = ("kind", "min_amount_minor", "max_amount_minor", "value")
+
+
+def charge_flow_conditions_set(
+    *, flow: ChargeFlow, conditions: list[dict], expected_version: int, acting_user
+) -> ChargeFlow:
+    """Replace a flow's conditions (each a dict of CONDITION_FIELDS) as one edit of the flow:
+    its version goes up (a stale copy is refused naming who changed it and when) and its audit
+    row records the conditions before and after. Cases already running keep their flow."""
+    _require(acting_user, "chargeflows.change_chargeflow", flow.space_id)
+    rows = []
+    for data in conditions:
+        if set(data) - set(CONDITION_FIELDS):
+            raise InvalidInput("A condition has a kind, an amount range or a value.")
+        row = ChargeFlowCondition(flow=flow, **data)
+        try:
+            row.full_clean(exclude=["flow"])
+        except ValidationError as exc:
+            raise InvalidInput(f"Condition {row}: {'; '.join(exc.messages)}") from exc
+        rows.append(row)
+    with transaction.atomic():
+        # The versioned UPDATE comes first: it locks the flow row, so two editors of the
+        # conditions are serialised and the second one is refused, never merged.
+        flow = _versioned_update(
+            ChargeFlow,
+            obj=flow,
+            expected_version=expected_version,
+            acting_user=acting_user,
+            changes={},
+        )
+        before = [str(c) for c in flow.conditions.order_by("pk")]
+        flow.conditions.all().delete()
+        ChargeFlowCondition.objects.bulk_create(rows)
+        _audit(
+            flow=flow,
+            actor=acting_user,
+            action="conditions_changed",
+            detail={"before": before, "after": [str(c) for c in rows]},
         )
     return flow
 
@@ -593,17 +637,23 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
     return attempts.attempt_charge(owner=CHARGES[charge], owner_id=level_id)
 
 
+# The UPDATE finds the locked rows again by their physical address (ctid), not by id: a lookup
+# by id descends the primary key once per row, and with many waiting levels those 1,000 random
+# ids sit on as many different index pages, the cost that grew with the table
+# (bench/due_levels.py). The locked version is the one the join finds: a row updated and
+# committed by someone else after this statement's snapshot has a ctid the snapshot cannot
+# see, so it is left unclaimed (the next beat takes it), never claimed twice.
 CLAIM_SQL = """
 UPDATE {level} SET claimed_until = %(lease)s
 FROM (
-    SELECT id FROM {level}
+    SELECT ctid FROM {level}
     WHERE state = %(pending)s AND due_at IS NOT NULL AND due_at <= %(now)s
       AND (claimed_until IS NULL OR claimed_until <= %(now)s)
     ORDER BY due_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ) due
-WHERE {level}.id = due.id
+WHERE {level}.ctid = due.ctid
 RETURNING {level}.id
 """
 

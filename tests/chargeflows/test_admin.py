@@ -62,6 +62,75 @@ def test_two_admins_editing_a_flow_the_second_save_is_refused_naming_the_first(s
     assert ChargeFlowCaseEvent.objects.filter(flow=flow, action="flow_changed").count() == 1
 
 
+def _conditions_post(flow, version, conditions, existing=()):
+    """The flow page as posted: its fields unchanged, `existing` condition rows kept as they
+    were, and `conditions` as new rows."""
+    data = _flow_post(flow, version)
+    rows = [*[(c.pk, c.kind, c.min_amount_minor, c.max_amount_minor, c.value) for c in existing]]
+    rows += [(None, *row) for row in conditions]
+    data["conditions-TOTAL_FORMS"] = str(len(rows))
+    data["conditions-INITIAL_FORMS"] = str(len(existing))
+    for index, (pk, kind, low, high, value) in enumerate(rows):
+        data[f"conditions-{index}-id"] = pk or ""
+        data[f"conditions-{index}-flow"] = flow.pk
+        data[f"conditions-{index}-kind"] = kind
+        data[f"conditions-{index}-min_amount_minor"] = "" if low is None else low
+        data[f"conditions-{index}-max_amount_minor"] = "" if high is None else high
+        data[f"conditions-{index}-value"] = value
+    return data
+
+
+def test_two_admins_editing_conditions_the_stale_save_is_refused_and_the_edit_audited(
+    space, flow_admin
+):
+    other = StaffUserFactory(username="admin2", role=ADMIN, spaces=[space])
+    flow = ChargeFlow.objects.get(space=space)
+    url = reverse("admin:chargeflows_chargeflow_change", args=[flow.pk])
+    first, second = Client(), Client()
+    first.force_login(other)
+    second.force_login(flow_admin)
+    assert first.get(url).status_code == second.get(url).status_code == 200
+
+    saved = first.post(url, _conditions_post(flow, 1, [("currency", None, None, "EUR")]))
+    assert saved.status_code == 302
+    stale = second.post(url, _conditions_post(flow, 1, [("currency", None, None, "CHF")]))
+
+    assert stale.status_code == 200
+    assert "admin2 changed this at" in stale.content.decode()
+    flow.refresh_from_db()
+    assert flow.version == 2 and flow.updated_by == other
+    assert [(c.kind, c.value) for c in flow.conditions.all()] == [("currency", "EUR")]
+    event = ChargeFlowCaseEvent.objects.get(flow=flow, action="conditions_changed")
+    assert (event.actor, event.detail) == (other, {"before": [], "after": ["currency = EUR"]})
+    # Only the conditions changed: the flow's own fields are not recorded as an edit.
+    assert not ChargeFlowCaseEvent.objects.filter(flow=flow, action="flow_changed").exists()
+
+    # The second admin reloads (version 2), changes the currency's value and adds a range.
+    existing = list(flow.conditions.all())
+    data = _conditions_post(flow, 2, [("amount_range", 500, None, "")], existing=existing)
+    data["conditions-0-value"] = "CHF"
+    assert second.post(url, data).status_code == 302
+    flow.refresh_from_db()
+    assert flow.version == 3 and flow.updated_by == flow_admin
+    assert sorted(str(c) for c in flow.conditions.all()) == [
+        "amount in [500, None]",
+        "currency = CHF",
+    ]
+    assert ChargeFlowCaseEvent.objects.filter(flow=flow, action="conditions_changed").count() == 2
+
+    # Deleting the range is an edit too; a range with no bound is refused and changes nothing.
+    existing = list(flow.conditions.order_by("pk"))
+    data = _conditions_post(flow, 3, [], existing=existing)
+    data["conditions-1-DELETE"] = "on"
+    assert second.post(url, data).status_code == 302
+    flow.refresh_from_db()
+    assert (flow.version, [str(c) for c in flow.conditions.all()]) == (4, ["currency = CHF"])
+    bad = second.post(url, _conditions_post(flow, 4, [("amount_range", None, None, "")]))
+    assert bad.status_code == 200
+    flow.refresh_from_db()
+    assert (flow.version, flow.conditions.count()) == (4, 1)
+
+
 def test_a_level_is_edited_with_an_iso_8601_period_and_its_own_version(space, flow_admin, client):
     client.force_login(flow_admin)
     level = ChargeFlowLevelConfiguration.objects.filter(flow__space=space).first()

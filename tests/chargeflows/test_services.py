@@ -8,7 +8,7 @@ from django.utils import timezone
 from billing import services as billing_services
 from billing.models import ChargeIssue
 from chargeflows import services
-from chargeflows.exceptions import IllegalTransition, StaleEdit
+from chargeflows.exceptions import IllegalTransition, InvalidInput, StaleEdit
 from chargeflows.models import (
     FLOW_TRANSITIONS,
     CaseFacts,
@@ -217,6 +217,41 @@ def test_a_stale_edit_is_refused_naming_who_and_when(space, flow_admin):
     assert "admin2" in refused.value.message
     flow.refresh_from_db()
     assert (flow.name, flow.priority, flow.version) == ("Renamed", 1000, 2)
+
+
+def test_condition_edits_are_versioned_audited_and_validated(space, flow_admin):
+    flow = ChargeFlow.objects.get(space=space)
+    services.charge_flow_conditions_set(
+        flow=flow,
+        conditions=[{"kind": "last_decline_code", "value": "expired_card"}],
+        expected_version=1,
+        acting_user=flow_admin,
+    )
+    # A copy read at version 1 is stale now, whatever it changes.
+    with pytest.raises(StaleEdit) as refused:
+        services.charge_flow_conditions_set(
+            flow=flow, conditions=[], expected_version=1, acting_user=flow_admin
+        )
+    assert "admin1 changed this at" in refused.value.message
+    # Bad conditions are refused before anything is written.
+    for bad in (
+        {"kind": "amount_range"},
+        {"kind": "currency", "value": ""},
+        {"kind": "nope", "value": "x"},
+    ):
+        with pytest.raises(InvalidInput):
+            services.charge_flow_conditions_set(
+                flow=flow, conditions=[bad], expected_version=2, acting_user=flow_admin
+            )
+    flow.refresh_from_db()
+    assert flow.version == 2
+    assert [str(c) for c in flow.conditions.all()] == ["last_decline_code = expired_card"]
+    assert (
+        ChargeFlowCaseEvent.objects.filter(
+            flow=flow, action="conditions_changed", actor=flow_admin
+        ).count()
+        == 1
+    )
 
 
 def test_deleting_waits_for_running_cases_then_purge_removes_it(
@@ -470,6 +505,54 @@ def test_configuration_can_send_the_link_by_signed_event(
     event = OutboundEvent.objects.get(type="collection.link_sent")
     assert event.payload["data"]["url"].startswith("http://testserver/pay/")
     assert not [m for m in mail.outbox if m.to == [customer.email] and "pay" in m.body]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_claim_skips_the_levels_another_open_claim_holds(localstripe):
+    """Two claims at once in two connections: the second takes only the levels the first
+    did not lock, and each lease is on the row it names (the claim finds rows by ctid)."""
+    import psycopg
+    from django.db import connection
+
+    from spaces.roles import APPROVER, CLERK
+    from tests.factories import StaffUserFactory
+
+    space = SpaceFactory()
+    clerk = StaffUserFactory(role=CLERK, spaces=[space])
+    approver = StaffUserFactory(role=APPROVER, spaces=[space])
+    one_level_flow(space)
+    for _ in range(5):
+        customer = real_customer(space)
+        issue = approved_issue(customer, real_card(customer, VISA), clerk, approver)
+        billing_services.charge_issue_send_to_collection(issue=issue, acting_user=approver)
+    now = timezone.now()
+    ChargeFlowLevel.objects.update(due_at=now - timedelta(minutes=1), claimed_until=None)
+
+    settings = connection.settings_dict
+    other = psycopg.connect(
+        host=settings["HOST"],
+        port=settings["PORT"] or 5432,
+        user=settings["USER"],
+        password=settings["PASSWORD"],
+        dbname=settings["NAME"],
+    )
+    try:
+        first_lease = now + timedelta(minutes=1)
+        first = other.execute(
+            services.CLAIM_SQL.format(level=ChargeFlowLevel._meta.db_table),
+            {"lease": first_lease, "pending": "pending", "now": now, "limit": 2},
+        ).fetchall()  # not committed yet: the two rows stay locked
+        second = services.flow_levels_claim(now=now, limit=10)
+        other.commit()
+    finally:
+        other.close()
+
+    first_ids = {row[0] for row in first}
+    second_ids = {level_id for level_id, _ in second}
+    assert len(first_ids) == 2 and len(second_ids) == 3 and not first_ids & second_ids
+    leases = dict(ChargeFlowLevel.objects.values_list("pk", "claimed_until"))
+    assert {pk for pk, lease in leases.items() if lease == first_lease} == first_ids
+    assert {pk for pk, lease in leases.items() if lease == now + services.LEASE} == second_ids
 
 
 @pytest.mark.django_db(transaction=True)
