@@ -38,6 +38,7 @@ class VersionedAdminMixin:
     service's UPDATE … WHERE version and reported the same way here."""
 
     def _service_save(self, request, obj, form, change):
+        """The admin's one service call for this save (each admin using the mixin defines it)."""
         raise NotImplementedError
 
     def save_model(self, request, obj, form, change):

@@ -22,6 +22,7 @@ the local run) the ORM does the same steps. Tests run both paths.
 import logging
 import time
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -64,7 +65,7 @@ class Snapshot:
     currency: str
 
 
-class AttemptOwner:
+class AttemptOwner(ABC):
     """What payments needs from a kind of owner. The owner's app subclasses it and registers an
     instance with register_owner() (billing does so in billing/receivers.py).
 
@@ -103,12 +104,15 @@ class AttemptOwner:
     def sql_params(self) -> dict:
         return {}
 
+    @abstractmethod
     def claim(self, *, owner_id, now) -> Snapshot | None:
         raise NotImplementedError
 
+    @abstractmethod
     def claimed(self, *, owner_id, attempt: ChargeAttempt) -> None:
         raise NotImplementedError
 
+    @abstractmethod
     def settled(self, *, attempt: ChargeAttempt, outbound_id: uuid.UUID) -> list:
         """Apply a final outcome; returns the ids of outbound events written."""
         raise NotImplementedError
