@@ -73,14 +73,9 @@ class JsonStringField(forms.CharField):
         return super().to_python(value)
 
 
-class ChargeIssueCreateForm(forms.Form):
-    customer = JsonStringField(max_length=100)
-    # Not stripped: " 12.50" is refused like in the admin (money.to_minor), not silently fixed.
-    amount = JsonStringField(required=False, max_length=30, strip=False)
-    currency = JsonStringField(required=False, max_length=3)
-    notification_subject = JsonStringField(required=False, max_length=200)
-    notification_body = JsonStringField(required=False)
-    reference = JsonStringField(required=False, max_length=100)
+class SpaceJsonForm(forms.Form):
+    """A JSON body's fields for one space: its default currency, and errors per field
+    (unknown fields included). The API's create forms build on it."""
 
     def __init__(self, data, *, space):
         super().__init__(data)
@@ -91,6 +86,27 @@ class ChargeIssueCreateForm(forms.Form):
         if currency not in money.CURRENCIES:
             raise ValidationError(f"{currency} is not a currency we charge in.", code="currency")
         return currency
+
+    def field_errors(self) -> dict[str, list[str]]:
+        """{field: [message, ...]}, including fields the API does not know (likely typos, which
+        would otherwise be dropped without a word)."""
+        errors = {
+            field: [error["message"] for error in field_errors]
+            for field, field_errors in self.errors.get_json_data().items()
+        }
+        for name in sorted(set(self.data) - set(self.fields)):
+            errors[name] = ["Unknown field."]
+        return errors
+
+
+class ChargeIssueCreateForm(SpaceJsonForm):
+    customer = JsonStringField(max_length=100)
+    # Not stripped: " 12.50" is refused like in the admin (money.to_minor), not silently fixed.
+    amount = JsonStringField(required=False, max_length=30, strip=False)
+    currency = JsonStringField(required=False, max_length=3)
+    notification_subject = JsonStringField(required=False, max_length=200)
+    notification_body = JsonStringField(required=False)
+    reference = JsonStringField(required=False, max_length=100)
 
     def clean(self):
         cleaned = super().clean()
@@ -103,17 +119,6 @@ class ChargeIssueCreateForm(forms.Form):
             except InvalidAmount as exc:
                 self.add_error("amount", exc.message)
         return cleaned
-
-    def field_errors(self) -> dict[str, list[str]]:
-        """{field: [message, ...]}, including fields the API does not know (likely typos, which
-        would otherwise be dropped without a word)."""
-        errors = {
-            field: [error["message"] for error in field_errors]
-            for field, field_errors in self.errors.get_json_data().items()
-        }
-        for name in sorted(set(self.data) - set(self.fields)):
-            errors[name] = ["Unknown field."]
-        return errors
 
 
 def invalid_response(fields: dict[str, list[str]]) -> JsonResponse:
@@ -206,19 +211,17 @@ def customer_lookup(space, identifier: str) -> Customer | None:
     return customers.filter(external_number=identifier).first()
 
 
-@csrf_exempt
-def charge_issue_create(request):
-    """Start a charging issue for one of the key's space's customers (see the module doc)."""
-    if request.method != "POST":
-        response = error_json(405, "method_not_allowed", "Use POST to start a charging issue.")
-        response["Allow"] = "POST"
+def api_request_guard(request, *, allow: str, what: str) -> ApiKey | JsonResponse:
+    """Method, API key and the key's rate limit, in that order: the request's ApiKey, or the
+    answer to give instead."""
+    if request.method != allow:
+        response = error_json(405, "method_not_allowed", f"Use {allow} to {what}.")
+        response["Allow"] = allow
         return response
-
     api_key = authenticate(request)
     if isinstance(api_key, JsonResponse):
         return api_key
     log_context_bind(space=api_key.space_id)
-
     allowed, retry_after = attempt_allowed(
         scope="billing-api", key=str(api_key.pk), limit=RATE_LIMIT, window=RATE_WINDOW_SECONDS
     )
@@ -226,6 +229,15 @@ def charge_issue_create(request):
         response = error_json(429, "rate_limited", "Too many requests with this key; slow down.")
         response["Retry-After"] = str(retry_after)
         return response
+    return api_key
+
+
+@csrf_exempt
+def charge_issue_create(request):
+    """Start a charging issue for one of the key's space's customers (see the module doc)."""
+    api_key = api_request_guard(request, allow="POST", what="start a charging issue")
+    if isinstance(api_key, JsonResponse):
+        return api_key
 
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not (

@@ -21,7 +21,6 @@ import logging
 import uuid
 from datetime import date
 
-from django import forms
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -31,7 +30,6 @@ from billing import api_services as billing_api_services
 from billing.exceptions import BillingError
 from core import money
 from core.errors import error_json
-from core.ratelimit import attempt_allowed
 
 from . import api_services, selectors
 from .exceptions import IllegalTransition, RecurringError
@@ -42,7 +40,7 @@ _error = error_json
 invalid_response, answer_response = billing_api.invalid_response, billing_api.answer_response
 
 
-class RecurringLineCreateForm(forms.Form):
+class RecurringLineCreateForm(billing_api.SpaceJsonForm):
     customer = billing_api.JsonStringField(max_length=100)
     amount = billing_api.JsonStringField(max_length=30, strip=False)
     currency = billing_api.JsonStringField(required=False, max_length=3)
@@ -51,18 +49,6 @@ class RecurringLineCreateForm(forms.Form):
     cron = billing_api.JsonStringField(required=False, max_length=100)
     card_lookup_key = billing_api.JsonStringField(max_length=120)
     description = billing_api.JsonStringField(required=False, max_length=200)
-
-    field_errors = billing_api.ChargeIssueCreateForm.field_errors
-
-    def __init__(self, data, *, space):
-        super().__init__(data)
-        self.space = space
-
-    def clean_currency(self):
-        currency = (self.cleaned_data["currency"] or self.space.default_currency).upper()
-        if currency not in money.CURRENCIES:
-            raise ValidationError(f"{currency} is not a currency we charge in.", code="currency")
-        return currency
 
     def clean_charge_date(self):
         try:
@@ -81,25 +67,8 @@ class RecurringLineCreateForm(forms.Form):
 
 
 def _guarded(request, *, allow: str):
-    """Method, key and rate limit: the ApiKey, or the response to answer."""
-    if request.method != allow:
-        response = _error(405, "method_not_allowed", f"Use {allow} here.")
-        response["Allow"] = allow
-        return response
-    api_key = billing_api.authenticate(request)
-    if isinstance(api_key, JsonResponse):
-        return api_key
-    allowed, retry_after = attempt_allowed(
-        scope="billing-api",
-        key=str(api_key.pk),
-        limit=billing_api.RATE_LIMIT,
-        window=billing_api.RATE_WINDOW_SECONDS,
-    )
-    if not allowed:
-        response = _error(429, "rate_limited", "Too many requests with this key; slow down.")
-        response["Retry-After"] = str(retry_after)
-        return response
-    return api_key
+    """Method, key and rate limit (billing's API guard): the ApiKey, or the response."""
+    return billing_api.api_request_guard(request, allow=allow, what="work with recurring lines")
 
 
 def _refused(exc: RecurringError, api_key) -> JsonResponse:
