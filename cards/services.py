@@ -9,8 +9,8 @@ from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
-from django.utils.translation import gettext_lazy
 from django.utils.http import urlsafe_base64_encode
+from django.utils.translation import gettext_lazy
 
 from payments import gateway
 from spaces.models import Space

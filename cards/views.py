@@ -11,8 +11,8 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils.http import urlsafe_base64_decode
 from django.utils import translation
+from django.utils.http import urlsafe_base64_decode
 from django.utils.translation import get_language, get_language_from_request
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST

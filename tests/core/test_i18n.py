@@ -55,7 +55,10 @@ def test_an_invitation_page_is_in_the_customers_language_whatever_the_browser(cl
     assert "/jsi18n/ja/" in html
 
 
-@pytest.mark.parametrize(("lang", "sentence"), [("de", "Ihre Karte wurde abgelehnt."), ("ja", "カードが承認されませんでした。")])
+@pytest.mark.parametrize(
+    ("lang", "sentence"),
+    [("de", "Ihre Karte wurde abgelehnt."), ("ja", "カードが承認されませんでした。")],
+)
 def test_the_script_catalogue_is_served_per_language(client, lang, sentence):
     response = client.get(f"/jsi18n/{lang}/")
     assert response.status_code == 200
@@ -134,9 +137,5 @@ def test_every_catalogued_sentence_is_translated(lang, domain):
     """A sentence added to a page or email without its German and Japanese wording would
     reach those customers in English: `makemessages` then fill the catalogues."""
     po = polib.pofile(str(settings.BASE_DIR / "locale" / lang / "LC_MESSAGES" / f"{domain}.po"))
-    untranslated = [
-        entry.msgid
-        for entry in po
-        if not entry.translated() or "fuzzy" in entry.flags
-    ]
+    untranslated = [entry.msgid for entry in po if not entry.translated() or "fuzzy" in entry.flags]
     assert untranslated == []
