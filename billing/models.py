@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from cards.models import CardEvent, Customer, PaymentCard
-from core.money import format_money
+from core.money import format_money, format_money_local
 from spaces.models import Space
 
 
@@ -102,6 +102,11 @@ class ChargeIssue(models.Model):
     @property
     def amount_display(self) -> str:
         return format_money(self.amount_minor, self.currency)
+
+    @property
+    def amount_local(self) -> str:
+        """The amount as the customer reads it, in the active language (pages, emails)."""
+        return format_money_local(self.amount_minor, self.currency)
 
     @property
     def is_finished(self) -> bool:

@@ -1,3 +1,5 @@
+from django.utils.translation import gettext_lazy as _
+
 from core.errors import DomainError
 
 
@@ -6,36 +8,38 @@ class CardsError(DomainError):
     to show to the customer or staff."""
 
     code = "cards_error"
-    message = "Something went wrong with the card."
+    message = _("Something went wrong with the card.")
 
 
 class RegistrationRefused(CardsError):
     code = "registration_refused"
-    message = "Your card could not be saved. Please check the details or use another card."
+    message = _("Your card could not be saved. Please check the details or use another card.")
 
 
 class ProviderUnavailable(CardsError):
     code = "provider_unavailable"
-    message = "We could not reach our payment provider. Nothing was saved; please try again."
+    message = _("We could not reach our payment provider. Nothing was saved; please try again.")
 
 
 class InvitationInvalid(CardsError):
     code = "invitation_invalid"
-    message = "This link is not valid. Please use the link from your email exactly as sent."
+    message = _("This link is not valid. Please use the link from your email exactly as sent.")
 
 
 class InvitationExpired(CardsError):
     code = "invitation_expired"
-    message = "This link has expired. Please ask us to send you a new one."
+    message = _("This link has expired. Please ask us to send you a new one.")
 
 
 class InvitationUsed(CardsError):
     code = "invitation_used"
-    message = "This link has already been used to register a card. Each link works once."
+    message = _("This link has already been used to register a card. Each link works once.")
 
 
 class SpaceMismatch(CardsError):
     """Rows of different spaces would be joined (a customer moved, another space's card)."""
 
     code = "space_mismatch"
-    message = "A customer stays in the space it was created in; its cards and charges belong there."
+    message = _(
+        "A customer stays in the space it was created in; its cards and charges belong there."
+    )

@@ -3,12 +3,13 @@ import re
 from crispy_forms.helper import FormHelper
 from crispy_forms.layout import HTML, Field, Layout, Submit
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
 SETUP_INTENT_ID = re.compile(r"^seti_[A-Za-z0-9_]{1,250}$")
 
 CARD_FIELD = HTML(
-    '<div class="mb-3"><label class="form-label" for="card-element">Card</label>'
-    '<div id="card-element" class="card-element"></div>'
+    '{% load i18n %}<div class="mb-3"><label class="form-label" for="card-element">'
+    '{% translate "Card" %}</label><div id="card-element" class="card-element"></div>'
     '<div id="card-errors" class="card-errors" role="alert" aria-live="polite"></div></div>'
 )
 
@@ -24,19 +25,21 @@ class _RegistrationForm(forms.Form):
         if not value:
             self.add_error(
                 None,
-                "Your card was not confirmed. Enter it in the card field and press "
-                "“Save card” (the page needs JavaScript).",
+                _(
+                    "Your card was not confirmed. Enter it in the card field and press "
+                    "“Save card” (the page needs JavaScript)."
+                ),
             )
         elif not SETUP_INTENT_ID.match(value):
-            self.add_error(None, "Not a card setup reference. Please enter your card again.")
+            self.add_error(None, _("Not a card setup reference. Please enter your card again."))
         return cleaned
 
 
 class CardRegistrationForm(_RegistrationForm):
     """The public page: who the customer is. The card itself lives only in the provider's field."""
 
-    name = forms.CharField(max_length=200, label="Name on the account")
-    email = forms.EmailField(label="Email")
+    name = forms.CharField(max_length=200, label=_("Name on the account"))
+    email = forms.EmailField(label=_("Email"))
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -48,7 +51,7 @@ class CardRegistrationForm(_RegistrationForm):
             Field("email", autocomplete="email"),
             CARD_FIELD,
             "setup_intent",
-            Submit("save", "Save card", css_id="save-card"),
+            Submit("save", _("Save card"), css_id="save-card"),
         )
 
 
@@ -61,5 +64,5 @@ class InvitationRegistrationForm(_RegistrationForm):
         self.helper.form_tag = False
         self.helper.disable_csrf = True
         self.helper.layout = Layout(
-            CARD_FIELD, "setup_intent", Submit("save", "Save card", css_id="save-card")
+            CARD_FIELD, "setup_intent", Submit("save", _("Save card"), css_id="save-card")
         )

@@ -10,6 +10,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.http import urlsafe_base64_encode
+from django.utils.translation import gettext_lazy
 
 from payments import gateway
 from spaces.models import Space
@@ -122,7 +123,7 @@ def card_registration_complete(
     return registration
 
 
-SETUP_INTENT_FOREIGN_MESSAGE = (
+SETUP_INTENT_FOREIGN_MESSAGE = gettext_lazy(
     "This card confirmation was made on another registration page, so it cannot be used here. "
     "Nothing was saved; please enter your card again."
 )
@@ -186,8 +187,11 @@ def _unexpired_card(intent: gateway.SetupIntent) -> gateway.CardDetails:
     today = timezone.localdate()
     if (details.exp_year, details.exp_month) < (today.year, today.month):
         raise RegistrationRefused(
-            f"This card expired in {details.exp_month:02d}/{details.exp_year % 100:02d}. "
-            "Nothing was saved; please use a card that is still valid.",
+            gettext_lazy(
+                "This card expired in %(expiry)s. Nothing was saved; please use a card that is "
+                "still valid."
+            )
+            % {"expiry": f"{details.exp_month:02d}/{details.exp_year % 100:02d}"},
             code="card_expired",
         )
     return details

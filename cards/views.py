@@ -11,8 +11,10 @@ from django.middleware.csrf import get_token
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
 from django.utils.http import urlsafe_base64_decode
-from django.utils.translation import get_language_from_request
+from django.utils.translation import get_language, get_language_from_request
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from core.errors import domain_error_json, error_json
@@ -89,7 +91,9 @@ def _public_page(request, *, space):
     once per process and space (as long as the space itself is cached), then put each
     visitor's token in. It is the hottest page a stranger can load."""
     cache = caches["fragments"]
-    key = f"public-page:{space.pk}:{hashlib.sha256(space.name.encode()).hexdigest()[:16]}"
+    # One rendering per language too: LocaleMiddleware picked it from the browser.
+    name_hash = hashlib.sha256(space.name.encode()).hexdigest()[:16]
+    key = f"public-page:{space.pk}:{get_language()}:{name_hash}"
     html = cache.get(key)
     if html is None:
         html = render_to_string(
@@ -167,6 +171,12 @@ def invitation(request, invitation_ref, token):
         invite = _invitation(invitation_ref, token)
     except CardsError as error:
         return _link_problem(request, error)
+    # The invited customer is known: their language, not the browser's.
+    with translation.override(invite.customer.preferred_language or get_language()):
+        return _invitation_page(request, invite=invite, invitation_ref=invitation_ref, token=token)
+
+
+def _invitation_page(request, *, invite, invitation_ref, token):
     intent_url = reverse(
         "cards:invitation_setup_intent",
         kwargs={"invitation_ref": invitation_ref, "token": token},
@@ -236,7 +246,7 @@ def invitation_sepa_debit(request, invitation_ref, token):
         return domain_error_json(error, status=410)
     setup_intent_id = request.POST.get("setup_intent_id", "")
     if not SETUP_INTENT_ID.fullmatch(setup_intent_id):
-        return error_json(400, "setup_intent_missing", "No bank account was confirmed.")
+        return error_json(400, "setup_intent_missing", _("No bank account was confirmed."))
     try:
         method = services.sepa_debit_method_add(invitation=invite, setup_intent_id=setup_intent_id)
     except CardsError as error:

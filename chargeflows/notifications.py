@@ -9,7 +9,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template import Context, Template
 from django.utils import formats, timezone, translation
 
-from core.money import format_money
+from core.money import format_money_local
 
 from .models import ChargeFlowLevel, ChargeFlowLevelPaymentLink
 
@@ -30,6 +30,14 @@ BUILT_IN = {
             "{% endfor %}\nNichts wird doppelt abgebucht. "
             "Fragen? Antworten Sie auf diese E-Mail.\n",
         },
+        "ja": {
+            "subject": "{{ space }}へのお支払いが完了しませんでした",
+            "body": "{{ name }} 様\n\nカードへの{{ amount }}のご請求ができませんでした"
+            "（参照番号 {{ reference }}）。今後の予定：\n"
+            "{% for level in coming %}- {{ level.starts_at }}から：{{ level.what }}\n"
+            "{% endfor %}\n二重に請求されることはありません。"
+            "ご不明な点は、このメールにご返信ください。\n",
+        },
     },
     "payment_link": {
         "en": {
@@ -42,12 +50,26 @@ BUILT_IN = {
             "body": "Guten Tag {{ name }},\n\nbitte zahlen Sie {{ amount }} (Referenz "
             "{{ reference }}) hier: {{ url }}\n\nDer Link gilt einmal und bis {{ expires }}.\n",
         },
+        "ja": {
+            "subject": "{{ space }}へのお支払いのお手続きをお願いします",
+            "body": "{{ name }} 様\n\n{{ amount }}（参照番号 {{ reference }}）のお支払いを"
+            "こちらからお願いいたします：{{ url }}\n\nこのリンクは一度だけ、"
+            "{{ expires }}まで有効です。\n",
+        },
     },
 }
 
 WHAT = {
-    "link": {"en": "we email you a payment link", "de": "wir senden Ihnen einen Zahlungslink"},
-    "charge": {"en": "we try your saved card again", "de": "wir versuchen Ihre Karte erneut"},
+    "link": {
+        "en": "we email you a payment link",
+        "de": "wir senden Ihnen einen Zahlungslink",
+        "ja": "お支払い用リンクをメールでお送りします",
+    },
+    "charge": {
+        "en": "we try your saved card again",
+        "de": "wir versuchen Ihre Karte erneut",
+        "ja": "ご登録のカードに再度ご請求します",
+    },
 }
 
 
@@ -74,7 +96,7 @@ def _send(kind: str, *, level, context: dict) -> None:
         context = {
             "space": case.space.name,
             "name": issue.customer_name,
-            "amount": format_money(issue.amount_minor, issue.currency),
+            "amount": format_money_local(issue.amount_minor, issue.currency),
             "reference": issue.external_reference or f"#{issue.pk}",
             **context,
         }

@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from .views import healthz_live, healthz_ready
+from .views import HostedJavaScriptCatalog, healthz_live, healthz_ready
 
 admin.site.site_header = "Charging back office"
 admin.site.site_title = "Charging back office"
@@ -27,4 +27,6 @@ urlpatterns = [
     path("api/v1/", include("billing.urls")),
     path("api/v1/", include("recurring.urls")),
     path("webhooks/", include("payments.urls")),
+    # The hosted pages' scripts' sentences in the page's language (Django's own catalogue view).
+    path("jsi18n/<str:language>/", HostedJavaScriptCatalog.as_view(), name="javascript-catalog"),
 ]

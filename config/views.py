@@ -7,16 +7,20 @@ a styled page elsewhere. Pages of the hosted customer area carry the hosted page
 may name models, queries or the input that failed.
 """
 
+from django.conf import settings
 from django.contrib import admin
 from django.core.exceptions import RequestDataTooBig
-from django.http import HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.template import loader
 from django.urls import reverse
+from django.utils import translation
+from django.utils.cache import patch_cache_control
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import requires_csrf_token
 from django.views.decorators.http import require_GET
+from django.views.i18n import JavaScriptCatalog
 
 from core.errors import error_json
 from core.hosted import apply_hosted_headers
@@ -169,3 +173,17 @@ def server_error(request=None):
     if request is not None and _is_hosted(request):
         apply_hosted_headers(response)
     return response
+
+
+class HostedJavaScriptCatalog(JavaScriptCatalog):
+    """The hosted pages' script sentences in the language named in the URL: the page's own,
+    which for an invitation or a payment link is the customer's, not the browser's."""
+
+    def get(self, request, *args, language, **kwargs):
+        if language not in dict(settings.LANGUAGES):
+            raise Http404("No such language.")
+        with translation.override(language):
+            response = super().get(request, *args, **kwargs)
+        # The catalogue changes only with a deployment.
+        patch_cache_control(response, public=True, max_age=3600)
+        return response

@@ -6,6 +6,10 @@ payments' admin) refers to the same list and rules."""
 import re
 from decimal import Decimal, InvalidOperation
 
+from babel.core import UnknownLocaleError
+from babel.numbers import format_currency
+from django.utils import translation
+
 from .errors import DomainError
 
 # Plain decimal notation in ASCII digits: no exponents, no other scripts' digits.
@@ -82,10 +86,27 @@ def from_minor(minor: int, currency: str) -> Decimal:
 
 
 def format_money(minor: int | None, currency: str) -> str:
+    """Staff's neutral form, the same in every language: "1,234.50 EUR"."""
     if minor is None:
         return "—"
     places = exponent(currency)
     return f"{from_minor(minor, currency):,.{places}f} {currency.upper()}"
+
+
+def format_money_local(minor: int | None, currency: str, language: str | None = None) -> str:
+    """What a customer reads, in their locale's form (CLDR data through Babel): "€1,234.50"
+    in English, "1.234,50 €" in German, "￥1,235" in Japanese (JPY has no minor unit). The
+    language is the active one unless named: pages and emails run under the customer's."""
+    if minor is None:
+        return "—"
+    locale = (language or translation.get_language() or "en").replace("-", "_")
+    amount = from_minor(minor, currency)
+    # No rounding ever: where CLDR's digits differ from ISO 4217's (IQD), every digit shows.
+    options = {"decimal_quantization": False}
+    try:
+        return format_currency(amount, currency.upper(), locale=locale, **options)
+    except (UnknownLocaleError, ValueError):
+        return format_currency(amount, currency.upper(), locale="en", **options)
 
 
 def minimum_charge(currency: str) -> int:

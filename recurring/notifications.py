@@ -6,7 +6,7 @@ from django.utils import translation
 
 from cards.models import CardInvitation
 from cards.services import card_invitation_url
-from core.money import format_money
+from core.money import format_money_local
 
 from .models import RecurringLine
 
@@ -21,7 +21,7 @@ def card_reminder_send(*, line_id: int, invitation_id: int) -> None:
         "customer": customer,
         "space": line.space,
         "line": line,
-        "amount": format_money(line.amount_minor, line.currency),
+        "amount": format_money_local(line.amount_minor, line.currency, customer.preferred_language),
         "url": card_invitation_url(invitation),
         "expires_at": invitation.expires_at,
     }

@@ -66,6 +66,9 @@ MIDDLEWARE = [
     # A NUL in the path or query string is a 400 before a queryset sends it to PostgreSQL.
     "core.request_checks.NullByteGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    # The language of a page: the browser's (Accept-Language, or the language cookie); pages
+    # for a known customer (invitation, payment link) switch to the customer's own.
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

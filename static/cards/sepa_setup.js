@@ -10,7 +10,7 @@
   const button = box.querySelector("#save-iban");
   const result = box.querySelector("#sepa-result");
   const csrf = document.querySelector("[name=csrfmiddlewaretoken]");
-  const GENERIC = "Your bank account could not be saved. Please check the IBAN and try again.";
+  const GENERIC = gettext("Your bank account could not be saved. Please check the IBAN and try again.");
   let stripe;
   try {
     stripe = Stripe(box.dataset.publishableKey);
@@ -40,7 +40,7 @@
     const iban = input.value.replace(/\s/g, "").toUpperCase();
     if (busy) return;
     if (!/^[A-Z]{2}[0-9]{2}[A-Z0-9]{10,30}$/.test(iban)) {
-      result.textContent = "Enter your IBAN, e.g. DE89 3704 0044 0532 0130 00.";
+      result.textContent = gettext("Enter your IBAN, e.g. DE89 3704 0044 0532 0130 00.");
       return;
     }
     busy = true;
@@ -61,7 +61,7 @@
       );
       if (!saved.ok) throw saved.data.error || GENERIC;
       input.value = "";
-      result.textContent = "Bank account " + saved.data.country + " ending in " + saved.data.last4 + " saved.";
+      result.textContent = interpolate(gettext("Bank account %(country)s ending in %(last4)s saved."), saved.data, true);
     } catch (message) {
       result.textContent = typeof message === "string" ? message : GENERIC;
     } finally {

@@ -19,28 +19,28 @@
   const button = form.querySelector("[type=submit]");
 
   const MESSAGES = {
-    empty: "Enter your card number, its expiry date and security code.",
-    incomplete: "Your card details are incomplete. Check the card number, expiry date and security code.",
-    unreadable: "Your card details could not be checked. Check the card number, expiry date and security code, then try again.",
-    unavailable: "The card field could not be loaded. Please reload the page and try again.",
-    generic: box.dataset.genericMessage || "Your card could not be saved. Please try again.",
+    empty: gettext("Enter your card number, its expiry date and security code."),
+    incomplete: gettext("Your card details are incomplete. Check the card number, expiry date and security code."),
+    unreadable: gettext("Your card details could not be checked. Check the card number, expiry date and security code, then try again."),
+    unavailable: gettext("The card field could not be loaded. Please reload the page and try again."),
+    generic: box.dataset.genericMessage || gettext("Your card could not be saved. Please try again."),
   };
   // Sentences for provider error codes, for answers whose own message is not meant for
   // customers (Stripe's card_error and validation_error messages are, and are shown as sent).
   const CODES = {
-    card_declined: "Your card was declined.",
-    expired_card: "Your card has expired. Please use another card.",
-    incorrect_cvc: "Your card's security code is incorrect.",
-    invalid_cvc: "Your card's security code is invalid.",
-    incomplete_cvc: "Your card's security code is incomplete.",
-    incorrect_number: "Your card number is incorrect.",
-    invalid_number: "Your card number is not a valid card number.",
-    incomplete_number: "Your card number is incomplete.",
-    invalid_expiry_month: "Your card's expiry month is invalid.",
-    invalid_expiry_year: "Your card's expiry year is invalid.",
-    incomplete_expiry: "Your card's expiry date is incomplete.",
-    processing_error: "An error occurred while processing your card. Please try again.",
-    setup_intent_authentication_failure: "Your card could not be verified by your bank. Please try again or use another card.",
+    card_declined: gettext("Your card was declined."),
+    expired_card: gettext("Your card has expired. Please use another card."),
+    incorrect_cvc: gettext("Your card's security code is incorrect."),
+    invalid_cvc: gettext("Your card's security code is invalid."),
+    incomplete_cvc: gettext("Your card's security code is incomplete."),
+    incorrect_number: gettext("Your card number is incorrect."),
+    invalid_number: gettext("Your card number is not a valid card number."),
+    incomplete_number: gettext("Your card number is incomplete."),
+    invalid_expiry_month: gettext("Your card's expiry month is invalid."),
+    invalid_expiry_year: gettext("Your card's expiry year is invalid."),
+    incomplete_expiry: gettext("Your card's expiry date is incomplete."),
+    processing_error: gettext("An error occurred while processing your card. Please try again."),
+    setup_intent_authentication_failure: gettext("Your card could not be verified by your bank. Please try again or use another card."),
   };
 
   function customerMessage(error) {
@@ -55,7 +55,8 @@
   let stripe, card;
   try {
     stripe = Stripe(box.dataset.publishableKey);
-    card = stripe.elements().create("card");
+    // The element speaks the page's language (its own validation messages, placeholders).
+    card = stripe.elements({ locale: document.documentElement.lang || "auto" }).create("card");
     card.mount("#card-element");
   } catch (err) {
     errors.textContent = MESSAGES.unavailable;
