@@ -45,6 +45,7 @@ from .selectors import (
     charge_flow_select,
     level_configuration_next,
     level_payment_method,
+    payment_link_attempt,
 )
 from .tokens import link_token_make
 
@@ -940,7 +941,12 @@ def _link_usable(link, state_hash: str) -> None:
         )
     if not link_token_matches(link, state_hash):
         raise LinkRefused(_("This payment link is not valid."), code="link_invalid")
-    if link.expires_at <= timezone.now() or link.level.case.state != Case.State.RUNNING:
+    # A debit the bank is still processing keeps its link readable past the expiry (the level
+    # waits for it too): the customer sees "being processed", not "expired, pay another way".
+    expired = link.expires_at <= timezone.now() and not payment_link_debit_processing(
+        attempt=payment_link_attempt(link=link)
+    )
+    if expired or link.level.case.state != Case.State.RUNNING:
         raise LinkRefused(
             _("This payment link has expired. Please contact %(merchant)s to pay.")
             % {"merchant": link.level.case.space.name},

@@ -371,6 +371,8 @@ def test_a_processing_debit_shows_so_the_level_waits_and_the_reconciler_settles_
             services.flow_levels_due_dispatch()
         with pytest.raises(IllegalTransition):
             services.case_cancel(case=case, acting_user=approver)
+        # Past its expiry the link still says the payment is being processed.
+        assert client.get(link_path).status_code == 202
     assert case.levels.count() == 1 and case.levels.get().state == "pending"
 
     # localstripe declines this IBAN after 0.5 s; the reconciler finds it.
@@ -384,3 +386,5 @@ def test_a_processing_debit_shows_so_the_level_waits_and_the_reconciler_settles_
     assert case.state == "running" and case.levels.get().state == "pending"
     assert not SepaDebitMethod.objects.exists()  # kept only once paid
     assert len(_link_intents(localstripe, link)) == 1
+    with time_machine.travel(link.expires_at + timedelta(seconds=5)):
+        assert client.get(link_path).status_code == 410  # settled: expired as any link
