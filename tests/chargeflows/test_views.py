@@ -246,6 +246,7 @@ def test_pages_are_in_the_customers_language(client, link_path):
     Customer.objects.update(preferred_language="de")
     page = client.get(link_path).content.decode()
     assert "Ihre Zahlung" in page and "12.34 EUR bezahlen" in page
+    assert "12.34 EUR per Lastschrift bezahlen" in page
 
     link = ChargeFlowLevelPaymentLink.objects.get()
     with time_machine.travel(link.expires_at + timedelta(seconds=1)):
