@@ -442,29 +442,66 @@ def sepa_debit_method_add(*, invitation: CardInvitation, setup_intent_id: str) -
                 "sepa debit %s failed at the provider: %s", intent.id, exc.__class__.__name__
             )
             raise ProviderUnavailable() from exc
-        method = SepaDebitMethod.objects.create(
-            space_id=customer.space_id,
-            customer=customer,
-            provider_payment_method_id=details.payment_method_id,
-            setup_intent_id=intent.id,
-            country=details.country,
-            bank_code=details.bank_code,
-            last4=details.last4,
-            fingerprint=details.fingerprint,
-        )
-        CardEvent.objects.create(
-            space_id=customer.space_id,
-            kind=CardEvent.Kind.SEPA_DEBIT_ADDED,
-            customer=customer,
-            detail={
-                "sepa_debit_method": method.pk,
-                "via": "invitation",
-                "country": method.country,
-                "bank_code": method.bank_code,
-                "last4": method.last4,
-            },
+        method = _sepa_debit_method_create(
+            customer=customer, details=details, setup_intent_id=intent.id, via="invitation"
         )
     return method
+
+
+def _sepa_debit_method_create(
+    *, customer: Customer, details: gateway.SepaDebitDetails, setup_intent_id: str, via: str
+) -> SepaDebitMethod:
+    """The row of a SEPA account attached to the customer at the provider, and its audit event,
+    in the caller's transaction (which holds the customer's lock)."""
+    method = SepaDebitMethod.objects.create(
+        space_id=customer.space_id,
+        customer=customer,
+        provider_payment_method_id=details.payment_method_id,
+        setup_intent_id=setup_intent_id,
+        country=details.country,
+        bank_code=details.bank_code,
+        last4=details.last4,
+        fingerprint=details.fingerprint,
+    )
+    CardEvent.objects.create(
+        space_id=customer.space_id,
+        kind=CardEvent.Kind.SEPA_DEBIT_ADDED,
+        customer=customer,
+        detail={
+            "sepa_debit_method": method.pk,
+            "via": via,
+            "country": method.country,
+            "bank_code": method.bank_code,
+            "last4": method.last4,
+        },
+    )
+    return method
+
+
+def sepa_debit_method_keep(
+    *, customer: Customer, payment_method_id: str, setup_intent_id: str, via: str
+) -> SepaDebitMethod:
+    """A SEPA account the customer paid with on a hosted page (already attached to their
+    provider customer) is kept as their saved SEPA method, audited with a CardEvent. Keeping
+    it again changes nothing; an account that is not SEPA or not theirs is refused."""
+    existing = SepaDebitMethod.objects.filter(provider_payment_method_id=payment_method_id).first()
+    if existing is not None:
+        return existing
+    details = gateway.sepa_debit_retrieve(payment_method_id)
+    if details is None:
+        raise RegistrationRefused(code="not_sepa_debit")
+    if details.customer_id != customer.provider_customer_id:
+        raise RegistrationRefused(code="payment_method_other_customer")
+    with transaction.atomic():
+        customer = Customer.objects.select_for_update().get(pk=customer.pk)
+        existing = SepaDebitMethod.objects.filter(
+            provider_payment_method_id=payment_method_id
+        ).first()
+        if existing is not None:
+            return existing
+        return _sepa_debit_method_create(
+            customer=customer, details=details, setup_intent_id=setup_intent_id, via=via
+        )
 
 
 def sepa_debit_sync_from_provider(*, payment_method_id: str) -> bool:

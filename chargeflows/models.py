@@ -295,6 +295,15 @@ class ChargeFlowLevelPaymentLink(models.Model):
     # once through payments' attempt path (chargeflows.charging.PaymentLinkCharge).
     provider_payment_method_id = models.CharField(max_length=255, blank=True)
     provider_payment_intent_id = models.CharField(max_length=255, blank=True)
+    # What kind of method that is (a new card, or a SEPA Direct Debit account whose debit may
+    # stay processing for days), the SetupIntent that confirmed it, and whether the customer
+    # asked to keep it: kept once the payment succeeds (payment_link_method_keep).
+    # Never the card number or the IBAN: those went to the provider only.
+    payment_method_type = models.CharField(
+        max_length=20, blank=True, choices=[("card", "Card"), ("sepa_debit", "SEPA Direct Debit")]
+    )
+    provider_setup_intent_id = models.CharField(max_length=255, blank=True)
+    keep_method = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self):

@@ -12,6 +12,7 @@ from .models import (
     ChargeFlowCondition,
     ChargeFlowLevel,
     ChargeFlowLevelConfiguration,
+    ChargeFlowLevelPaymentLink,
 )
 
 ORIGINS = {
@@ -126,3 +127,8 @@ def level_payment_method(
     if step == ChargeFlowLevel.Step.METHOD:
         return second_method(case=case, today=today)
     return None
+
+
+def payment_link_attempt(*, link: ChargeFlowLevelPaymentLink) -> ChargeAttempt | None:
+    """The one charge of a link's payment page, if the customer has paid (or tried)."""
+    return ChargeAttempt.objects.filter(payment_link=link).select_related("payment_link").first()

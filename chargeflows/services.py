@@ -45,6 +45,7 @@ from .selectors import (
     charge_flow_select,
     level_configuration_next,
     level_payment_method,
+    payment_link_attempt,
 )
 from .tokens import link_token_make
 
@@ -940,7 +941,12 @@ def _link_usable(link, state_hash: str) -> None:
         )
     if not link_token_matches(link, state_hash):
         raise LinkRefused(_("This payment link is not valid."), code="link_invalid")
-    if link.expires_at <= timezone.now() or link.level.case.state != Case.State.RUNNING:
+    # A debit the bank is still processing keeps its link readable past the expiry (the level
+    # waits for it too): the customer sees "being processed", not "expired, pay another way".
+    expired = link.expires_at <= timezone.now() and not payment_link_debit_processing(
+        attempt=payment_link_attempt(link=link)
+    )
+    if expired or link.level.case.state != Case.State.RUNNING:
         raise LinkRefused(
             _("This payment link has expired. Please contact %(merchant)s to pay.")
             % {"merchant": link.level.case.space.name},
@@ -948,16 +954,25 @@ def _link_usable(link, state_hash: str) -> None:
         )
 
 
-def payment_link_setup_intent(*, link: ChargeFlowLevelPaymentLink) -> str:
+PAYMENT_METHOD_TYPES = ("card", "sepa_debit")
+
+
+def payment_link_setup_intent(
+    *, link: ChargeFlowLevelPaymentLink, payment_method_type: str = "card"
+) -> str:
     """A SetupIntent the page's Stripe.js confirms with the customer's new card (with 3-D
-    Secure when the card asks); its client secret. Tied to the link by its metadata."""
+    Secure when the card asks) or SEPA Direct Debit account (confirmSepaDebitSetup, which also
+    records the mandate); its client secret. Tied to the link by its metadata."""
     from payments import gateway
 
     from .exceptions import LinkRefused
 
+    if payment_method_type not in PAYMENT_METHOD_TYPES:
+        raise InvalidInput("Unknown payment method.", field="payment_method_type")
     try:
         intent = gateway.setup_intent_create(
-            metadata={"payment_link": str(link.pk), "space": str(link.level.case.space_id)}
+            metadata={"payment_link": str(link.pk), "space": str(link.level.case.space_id)},
+            payment_method_type=payment_method_type,
         )
     except gateway.ProviderError as exc:
         raise LinkRefused(
@@ -967,9 +982,14 @@ def payment_link_setup_intent(*, link: ChargeFlowLevelPaymentLink) -> str:
     return intent.client_secret
 
 
-def payment_link_pay(*, link: ChargeFlowLevelPaymentLink, setup_intent_id: str) -> ChargeAttempt:
-    """Charge the approved amount to the card the customer confirmed on the page, once per
-    link: a reload, a second tab or a double click finds the link's one attempt."""
+def payment_link_pay(
+    *, link: ChargeFlowLevelPaymentLink, setup_intent_id: str, keep_method: bool = False
+) -> ChargeAttempt:
+    """Charge the approved amount to the card or SEPA Direct Debit account the customer
+    confirmed on the page, once per link: a reload, a second tab or a double click finds the
+    link's one attempt. A debit may end `processing`: the link then waits for the provider's
+    webhook or the reconciler (payment_link_settled). With keep_method the method is kept for
+    future charges once the payment succeeds."""
     from payments import gateway
 
     from .exceptions import LinkRefused
@@ -999,6 +1019,9 @@ def payment_link_pay(*, link: ChargeFlowLevelPaymentLink, setup_intent_id: str) 
         raise InvalidInput(gettext("Your card could not be confirmed. Please try again."))
     issue = link.level.case.issue
     try:
+        # The method's kind from the provider (a SetupIntent's declared types do not bind
+        # what the browser confirmed it with); None: not a SEPA account, so a card.
+        sepa = gateway.sepa_debit_retrieve(intent.payment_method_id)
         gateway.payment_method_attach(
             payment_method_id=intent.payment_method_id, customer_id=issue.provider_customer_id
         )
@@ -1006,9 +1029,20 @@ def payment_link_pay(*, link: ChargeFlowLevelPaymentLink, setup_intent_id: str) 
         raise LinkRefused(gettext("Your card could not be saved. Please try again.")) from exc
     with transaction.atomic():
         locked = ChargeFlowLevelPaymentLink.objects.select_for_update().get(pk=link.pk)
+        # The first confirmed method is the link's (a second tab's is not charged).
         if not locked.provider_payment_method_id:
             locked.provider_payment_method_id = intent.payment_method_id
-            locked.save(update_fields=["provider_payment_method_id"])
+            locked.payment_method_type = "card" if sepa is None else "sepa_debit"
+            locked.provider_setup_intent_id = intent.id
+            locked.keep_method = keep_method
+            locked.save(
+                update_fields=[
+                    "provider_payment_method_id",
+                    "payment_method_type",
+                    "provider_setup_intent_id",
+                    "keep_method",
+                ]
+            )
     attempt = attempts.attempt_charge(owner=PAYMENT_LINK_CHARGE, owner_id=link.pk)
     return attempt or ChargeAttempt.objects.filter(payment_link=link).first()
 
@@ -1029,6 +1063,9 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
         return []
     link.used_at = now
     link.save(update_fields=["provider_payment_intent_id", "used_at"])
+    if link.keep_method:
+        link_id = link.pk
+        transaction.on_commit(lambda: _method_keep_later(link_id))
     level = ChargeFlowLevel.objects.select_for_update(of=("self",)).get(pk=link.level_id)
     case = link.level.case
     if level.state != Level.State.PENDING or case.state != Case.State.RUNNING:
@@ -1043,30 +1080,66 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
                                          "attempt": attempt.pk})  # fmt: skip
 
 
+def _method_keep_later(link_id: int) -> None:
+    from .tasks import payment_link_method_keep
+
+    payment_link_method_keep.delay(link_id)
+
+
 def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:
     """The client secret the page's Stripe.js needs when the card asks for 3-D Secure, else
-    None (the attempt is settled, or waits for nothing the customer can do)."""
+    None (the attempt is settled, is a SEPA debit the bank is processing, or waits for
+    nothing the customer can do)."""
     from payments import gateway
 
     if attempt.status != ChargeAttempt.Status.PROCESSING or not attempt.provider_payment_intent_id:
         return None
+    if payment_link_debit_processing(attempt=attempt):
+        return None
     return gateway.payment_intent_client_secret(attempt.provider_payment_intent_id) or None
 
 
-def payment_link_card_keep(*, link: ChargeFlowLevelPaymentLink) -> None:
-    """The customer asked to keep the card they paid with: it becomes their default card.
-    After the payment (never inside its transaction); a failure here never undoes it."""
+def payment_link_debit_processing(*, attempt: ChargeAttempt | None) -> bool:
+    """Whether the link's payment is a SEPA debit still processing at the bank: the customer
+    can only wait; the webhook or the reconciler settles it."""
+    return (
+        attempt is not None
+        and attempt.status == ChargeAttempt.Status.PROCESSING
+        and attempt.payment_link is not None
+        and attempt.payment_link.payment_method_type == "sepa_debit"
+    )
+
+
+def payment_link_method_keep(*, link_id: int) -> None:
+    """The customer asked to keep the card or SEPA account they paid the link with: a card
+    becomes their default card, an account their saved SEPA method. Runs after the payment
+    succeeded (a task dispatched on its commit, since it calls the provider); a failure here
+    never undoes the payment."""
     from cards import services as card_services
     from cards.exceptions import CardsError
     from payments import gateway
 
-    if not link.provider_payment_method_id or link.used_at is None:
+    link = (
+        ChargeFlowLevelPaymentLink.objects.select_related("level__case__issue__customer")
+        .filter(pk=link_id, keep_method=True, used_at__isnull=False)
+        .exclude(provider_payment_method_id="")
+        .first()
+    )
+    if link is None:
         return
+    customer = link.level.case.issue.customer
+    via = f"payment link {link.pk}"
     try:
-        card_services.payment_card_keep(
-            customer=link.level.case.issue.customer,
-            payment_method_id=link.provider_payment_method_id,
-            via=f"payment link {link.pk}",
-        )
+        if link.payment_method_type == "sepa_debit":
+            card_services.sepa_debit_method_keep(
+                customer=customer,
+                payment_method_id=link.provider_payment_method_id,
+                setup_intent_id=link.provider_setup_intent_id,
+                via=via,
+            )
+        else:
+            card_services.payment_card_keep(
+                customer=customer, payment_method_id=link.provider_payment_method_id, via=via
+            )
     except (CardsError, gateway.ProviderError) as exc:
-        logger.warning("payment link %s: card not kept (%s)", link.pk, exc.__class__.__name__)
+        logger.warning("payment link %s: method not kept (%s)", link.pk, exc.__class__.__name__)

@@ -41,3 +41,8 @@ def flow_level_notice_email(level_id: int) -> None:
 )
 def payment_link_email(link_id: int) -> None:
     notifications.payment_link_send(link_id=link_id)
+
+
+@shared_task(name="chargeflows.payment_link_method_keep")
+def payment_link_method_keep(link_id: int) -> None:
+    services.payment_link_method_keep(link_id=link_id)

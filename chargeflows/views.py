@@ -1,5 +1,6 @@
 """The hosted payment page behind a level's payment link. Amount and merchant come from the
-database; the token only names the link. The card goes only to the provider's field."""
+database; the token only names the link. The card (or the IBAN of a SEPA Direct Debit) goes only
+to the provider."""
 
 from functools import wraps
 
@@ -13,7 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from core.hosted import hosted_page
 
-from . import services
+from . import selectors, services
 from .exceptions import ChargeFlowError, LinkRefused
 from .models import ChargeFlowLevelPaymentLink
 
@@ -58,6 +59,7 @@ def _page(request, link, token, *, error=None, status=200, client_secret="", kee
             "client_secret": client_secret,
             "keep_card": keep_card,
             "intent_url": reverse("chargeflows:setup_intent", kwargs={"token": token}),
+            "sepa_intent_url": reverse("chargeflows:sepa_setup_intent", kwargs={"token": token}),
             "stripe_js_url": settings.STRIPE_JS_URL,
             "stripe_publishable_key": settings.STRIPE_PUBLISHABLE_KEY,
         },
@@ -70,6 +72,9 @@ def _page(request, link, token, *, error=None, status=200, client_secret="", kee
 @in_customer_language
 def pay(request, token: str, link):
     if request.method == "GET":
+        attempt = selectors.payment_link_attempt(link=link)
+        if services.payment_link_debit_processing(attempt=attempt):
+            return _processing(request, link)
         return _page(request, link, token)
     setup_intent_id = request.POST.get("setup_intent", "")
     authenticated = request.POST.get("authenticated") == "1"
@@ -79,12 +84,16 @@ def pay(request, token: str, link):
     ):
         return _page(request, link, token, error=_("Enter your card to pay."), status=400)
     try:
-        attempt = services.payment_link_pay(link=link, setup_intent_id=setup_intent_id)
+        attempt = services.payment_link_pay(
+            link=link, setup_intent_id=setup_intent_id, keep_method=keep_card
+        )
     except ChargeFlowError as error:
         return _page(request, link, token, error=error.message, status=400)
     link = ChargeFlowLevelPaymentLink.objects.select_related(
         "level__case__issue", "level__case__space"
     ).get(pk=link.pk)
+    if link.used_at is None and services.payment_link_debit_processing(attempt=attempt):
+        return _processing(request, link)
     secret = attempt and services.payment_link_authentication_secret(attempt=attempt)
     if link.used_at is None and secret:
         # The card asks for 3-D Secure: the page completes it, then posts back.
@@ -96,8 +105,6 @@ def pay(request, token: str, link):
             else _("Your payment did not go through. Please try another card.")
         )
         return _page(request, link, token, error=message, status=402)
-    if keep_card:
-        services.payment_link_card_keep(link=link)
     case = link.level.case
     return render(
         request,
@@ -106,12 +113,39 @@ def pay(request, token: str, link):
     )
 
 
+def _processing(request, link):
+    """A SEPA debit the bank is processing: nothing to do but wait (the level and the link
+    wait too, until the provider's webhook or the reconciler settles it)."""
+    case = link.level.case
+    return render(
+        request,
+        "chargeflows/processing.html",
+        {"space": case.space, "issue": case.issue, "link": link},
+        status=202,
+    )
+
+
+def _setup_intent_response(link, payment_method_type: str):
+    try:
+        client_secret = services.payment_link_setup_intent(
+            link=link, payment_method_type=payment_method_type
+        )
+    except LinkRefused as error:
+        return JsonResponse({"error": error.message, "code": error.code}, status=410)
+    return JsonResponse({"client_secret": client_secret})
+
+
 @hosted_page
 @require_POST
 @in_customer_language
 def setup_intent(request, token: str, link):
-    try:
-        client_secret = services.payment_link_setup_intent(link=link)
-    except LinkRefused as error:
-        return JsonResponse({"error": error.message, "code": error.code}, status=410)
-    return JsonResponse({"client_secret": client_secret})
+    return _setup_intent_response(link, "card")
+
+
+@hosted_page
+@require_POST
+@in_customer_language
+def sepa_setup_intent(request, token: str, link):
+    """A SetupIntent for a SEPA Direct Debit account, confirmed by the page's Stripe.js
+    (confirmSepaDebitSetup): the IBAN goes to the provider only."""
+    return _setup_intent_response(link, "sepa_debit")

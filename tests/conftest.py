@@ -171,3 +171,21 @@ def confirm_setup_intent(
         timeout=10,
     )
     return response.json()
+
+
+def confirm_sepa_setup_intent(server: LocalStripe, client_secret: str, iban: str) -> dict:
+    """Do what Stripe.js's confirmSepaDebitSetup does in the customer's browser: confirm the
+    SetupIntent with an IBAN, talking to the provider directly with the publishable key."""
+    from django.conf import settings
+
+    setup_intent_id = client_secret.split("_secret_")[0]
+    response = requests.post(
+        f"{server.url}/v1/setup_intents/{setup_intent_id}/confirm",
+        json={
+            "key": settings.STRIPE_PUBLISHABLE_KEY,
+            "client_secret": client_secret,
+            "payment_method_data": {"type": "sepa_debit", "sepa_debit": {"iban": iban}},
+        },
+        timeout=10,
+    )
+    return response.json()

@@ -91,7 +91,7 @@ def test_clerk_enters_approver_approves_and_the_card_is_charged_once(
     to_customer = [m for m in mail.outbox if m.to == ["kim@example.test"]]
     assert [m.subject for m in to_customer] == [
         "Your order 1234",
-        "Corner Shop: receipt for 49.90 EUR",
+        "Corner Shop: receipt for €49.90",
     ]
     assert "We charge your card for order 1234 today." in to_customer[0].body
 

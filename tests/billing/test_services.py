@@ -258,10 +258,10 @@ def test_approval_charges_at_once_and_emails_notification_and_receipt(
     [intent] = payment_intents_for(localstripe, issue)
     assert (intent["amount"], intent["currency"], intent["status"]) == (4990, "eur", "succeeded")
     assert intent["id"] == issue.attempt.provider_payment_intent_id
-    assert [m.subject for m in mail.outbox] == ["Order 7", "Shop: receipt for 49.90 EUR"]
+    assert [m.subject for m in mail.outbox] == ["Order 7", "Shop: receipt for €49.90"]
     assert all(m.to == ["kim@example.test"] for m in mail.outbox)
     assert "We will charge your card for this month." in mail.outbox[0].body
-    assert "49.90 EUR" in mail.outbox[0].body and "4242" in mail.outbox[1].body
+    assert "€49.90" in mail.outbox[0].body and "4242" in mail.outbox[1].body
 
 
 def test_a_future_charge_date_waits_for_the_beat(
@@ -487,9 +487,9 @@ def test_customer_emails_are_in_the_customers_language(
 
     notification, receipt = mail.outbox
     assert notification.subject == "Shop: bevorstehende Kartenbelastung"
-    assert "Betrag: 12.34 EUR" in notification.body
-    assert receipt.subject == "Shop: Beleg über 12.34 EUR"
-    assert "Wir haben 12.34 EUR von Ihrer Karte mit den Endziffern 4242 abgebucht." in receipt.body
+    assert "Betrag: 12,34\xa0€" in notification.body
+    assert receipt.subject == "Shop: Beleg über 12,34 €"
+    assert "Wir haben 12,34\xa0€ von Ihrer Karte mit den Endziffern 4242 abgebucht." in receipt.body
 
 
 def test_a_past_charge_date_is_refused(space, clerk, register_card):

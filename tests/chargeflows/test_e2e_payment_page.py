@@ -53,7 +53,7 @@ def emailed_link(live_server, settings, localstripe):
 def test_the_customer_pays_on_the_linked_page_once(page, localstripe, emailed_link, number):
     issue, url = emailed_link
     page.goto(url)
-    expect(page.locator("#amount")).to_have_text("12.34 EUR")
+    expect(page.locator("#amount")).to_have_text("€12.34")
 
     _fill_card(page, number)
     page.click("#pay")
@@ -65,7 +65,7 @@ def test_the_customer_pays_on_the_linked_page_once(page, localstripe, emailed_li
         page.get_by_role("button", name="Complete authentication").click()
 
     expect(page.locator("h1")).to_contain_text("your payment is complete")
-    expect(page.locator("#paid-amount")).to_have_text("12.34 EUR")
+    expect(page.locator("#paid-amount")).to_have_text("€12.34")
     issue.refresh_from_db()
     case = ChargeFlowCase.objects.get(issue=issue)
     assert (case.state, issue.state) == ("succeeded", ChargeIssue.State.SUCCEEDED)
@@ -78,3 +78,108 @@ def test_the_customer_pays_on_the_linked_page_once(page, localstripe, emailed_li
     # The link works once.
     page.goto(url)
     expect(page.locator("#link-problem")).to_contain_text("already been made")
+
+
+GOOD_IBAN = "DE89 3704 0044 0532 0130 00"  # localstripe: the debit succeeds at once
+PROCESSING_IBAN = "DE62 3704 0044 0532 0130 01"  # localstripe: processing, declined 0.5 s later
+
+
+def _server_posts(page, live_server) -> list[str]:
+    """The bodies of every POST the page sends to our server."""
+    posts = []
+    page.on(
+        "request",
+        lambda r: (
+            posts.append(r.post_data or "")
+            if r.method == "POST" and r.url.startswith(live_server.url)
+            else None
+        ),
+    )
+    return posts
+
+
+def test_the_customer_pays_the_link_by_sepa_direct_debit_once(
+    page, live_server, localstripe, emailed_link
+):
+    from cards.models import SepaDebitMethod
+    from payments import gateway
+
+    issue, url = emailed_link
+    posts = _server_posts(page, live_server)
+    page.goto(url)
+    page.fill("#iban", GOOD_IBAN)
+    page.check("#keep-account")
+    page.click("#pay-sepa")
+
+    expect(page.locator("h1")).to_contain_text("your payment is complete")
+    expect(page.locator("#paid-amount")).to_have_text("€12.34")
+    issue.refresh_from_db()
+    case = ChargeFlowCase.objects.get(issue=issue)
+    assert (case.state, issue.state) == ("succeeded", ChargeIssue.State.SUCCEEDED)
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    (attempt,) = ChargeAttempt.objects.filter(payment_link=link)
+    assert attempt.status == "succeeded" and attempt.amount_minor == 1234
+    # Exactly one PaymentIntent for the link, debiting the SEPA account.
+    (intent,) = [
+        pi
+        for pi in intents_for_issue(localstripe, issue)
+        if pi["metadata"].get("charge_flow_payment_link") == str(link.pk)
+    ]
+    assert intent["status"] == "succeeded"
+    pm = gateway.client().v1.payment_methods.retrieve(intent["payment_method"])
+    assert (pm.type, pm.customer) == ("sepa_debit", issue.provider_customer_id)
+    # Kept as the customer's saved SEPA method.
+    account = SepaDebitMethod.objects.get(customer=issue.customer)
+    assert (account.last4, account.provider_payment_method_id) == ("3000", intent["payment_method"])
+    # Our server got the SetupIntent's id only, never the IBAN.
+    assert any("setup_intent=seti_" in body for body in posts)
+    assert not any("0532" in body for body in posts)
+
+    # The link works once.
+    page.goto(url)
+    expect(page.locator("#link-problem")).to_contain_text("already been made")
+
+
+def test_a_processing_debit_shows_so_until_the_providers_webhook_settles_it(
+    page, live_server, localstripe, emailed_link, client
+):
+    from cards.models import SepaDebitMethod
+    from tests.chargeflows.test_sepa_debit import _provider_settles
+    from tests.payments.conftest import event_for, signed_post
+
+    issue, url = emailed_link
+    page.goto(url)
+    page.fill("#iban", PROCESSING_IBAN)
+    page.check("#keep-account")
+    page.click("#pay-sepa")
+
+    expect(page.locator("h1")).to_contain_text("being processed")
+    expect(page.locator("#processing-amount")).to_have_text("€12.34")
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    attempt = ChargeAttempt.objects.get(payment_link=link)
+    assert attempt.status == "processing"
+    case = ChargeFlowCase.objects.get(issue=issue)
+    assert case.state == "running" and case.levels.get().state == "pending"
+    # Opening the link again while the bank processes shows the same, and charges nothing.
+    page.goto(url)
+    expect(page.locator("h1")).to_contain_text("being processed")
+
+    # The provider's payment_intent.payment_failed (signed as Stripe delivers it) settles it.
+    intent = _provider_settles(attempt.provider_payment_intent_id)
+    response = signed_post(client, event_for("payment_intent.payment_failed", intent))
+    assert response.status_code == 200
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.failure_code) == ("failed", "card_declined")
+    case.refresh_from_db()
+    issue.refresh_from_db()
+    assert case.state == "running" and case.levels.get().state == "pending"
+    assert issue.state == ChargeIssue.State.COLLECTING
+    assert not SepaDebitMethod.objects.exists()  # kept only once paid
+    paid = [
+        pi
+        for pi in intents_for_issue(localstripe, issue)
+        if pi["metadata"].get("charge_flow_payment_link") == str(link.pk)
+    ]
+    assert len(paid) == 1
+    page.goto(url)
+    expect(page.locator("h1")).to_contain_text("Your payment")

@@ -305,7 +305,7 @@ def test_the_saved_card_collects_and_completes_case_and_issue(
     # The first level tells the customer at once what comes next; then the receipt.
     customer_mails = [m for m in mail.outbox if m.to == [issue.customer_email]]
     (notice,) = [m for m in customer_mails if "did not go through" in m.subject]
-    assert "12.34 EUR" in notice.body
+    assert "€12.34" in notice.body
     assert "we try your saved card again" in notice.body
     assert "we email you a payment link" in notice.body
 
@@ -364,7 +364,7 @@ def test_both_fail_and_the_email_with_a_working_link_goes_out(
     level = case.levels.get()
     assert level.attempts.filter(status="failed").count() == 2
     (email,) = [m for m in mail.outbox if "Zahlung" in m.subject]
-    assert email.to == [customer.email] and "12.34 EUR" in email.body
+    assert email.to == [customer.email] and "€12.34" in email.body
     url = next(word for word in email.body.split() if word.startswith("http://testserver/pay/"))
     page = client.get(url.removeprefix("http://testserver"))
     assert page.status_code == 200

@@ -245,7 +245,8 @@ def test_pages_are_in_the_customers_language(client, link_path):
 
     Customer.objects.update(preferred_language="de")
     page = client.get(link_path).content.decode()
-    assert "Ihre Zahlung" in page and "12.34 EUR bezahlen" in page
+    assert "Ihre Zahlung" in page and "12,34\xa0€ bezahlen" in page
+    assert "12,34\xa0€ per Lastschrift bezahlen" in page
 
     link = ChargeFlowLevelPaymentLink.objects.get()
     with time_machine.travel(link.expires_at + timedelta(seconds=1)):
@@ -282,3 +283,109 @@ def test_an_abandoned_3ds_payment_is_failed_by_the_reconciler_and_the_case_goes_
     assert (attempt.status, attempt.failure_code) == ("failed", "authentication_abandoned")
     case = ChargeFlowCase.objects.get()
     assert case.state == "running" and case.levels.get().state == "pending"
+
+
+# --- SEPA Direct Debit on the page --------------------------------------------------------------
+
+GOOD_IBAN = "DE89370400440532013000"  # localstripe: the debit succeeds at once
+PROCESSING_IBAN = "DE62370400440532013001"  # localstripe: processing, declined 0.5 s later
+
+
+def _confirmed_sepa_setup_intent(client, link_path, localstripe, iban):
+    from tests.conftest import confirm_sepa_setup_intent
+
+    response = client.post(link_path + "sepa-setup-intent/")
+    assert response.status_code == 200
+    secret = response.json()["client_secret"]
+    assert confirm_sepa_setup_intent(localstripe, secret, iban)["status"] == "succeeded"
+    return secret.split("_secret_")[0]
+
+
+def _link_intents(localstripe, link) -> list[dict]:
+    return [
+        pi
+        for pi in localstripe.list("payment_intents")
+        if pi["metadata"].get("charge_flow_payment_link") == str(link.pk)
+    ]
+
+
+def test_a_sepa_debit_pays_the_link_once_and_the_account_is_kept(
+    client, link_path, localstripe, django_capture_on_commit_callbacks
+):
+    from cards.models import CardEvent, PaymentCard, SepaDebitMethod
+    from chargeflows.models import ChargeFlowCase
+    from payments.models import ChargeAttempt
+
+    setup_intent = _confirmed_sepa_setup_intent(client, link_path, localstripe, GOOD_IBAN)
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+    again = client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+
+    assert paid.status_code == 200 and "payment is complete" in paid.content.decode()
+    assert again.status_code == 410 and "already been made" in again.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get(retired_at__isnull=True)
+    assert link.payment_method_type == "sepa_debit" and link.used_at is not None
+    (attempt,) = ChargeAttempt.objects.filter(payment_link=link)
+    (intent,) = _link_intents(localstripe, link)
+    assert (intent["status"], intent["amount"]) == ("succeeded", 1234)
+    assert intent["payment_method"] == attempt.provider_payment_method_id
+    case = ChargeFlowCase.objects.get()
+    assert case.state == "succeeded" and case.issue.state == "succeeded"
+    # Kept as the customer's saved SEPA method: country, bank code and last 4, never the IBAN.
+    (account,) = SepaDebitMethod.objects.filter(customer=case.issue.customer)
+    assert (account.country, account.bank_code, account.last4) == ("DE", "37040044", "3000")
+    assert account.provider_payment_method_id == attempt.provider_payment_method_id
+    event = CardEvent.objects.get(kind=CardEvent.Kind.SEPA_DEBIT_ADDED)
+    assert event.detail["via"] == f"payment link {link.pk}"
+    assert PaymentCard.objects.filter(customer=case.issue.customer).count() == 1  # no new card
+    assert GOOD_IBAN[4:] not in str(list(ChargeFlowLevelPaymentLink.objects.values()))
+
+
+def test_a_processing_debit_shows_so_the_level_waits_and_the_reconciler_settles_it(
+    client, link_path, localstripe, approver, django_capture_on_commit_callbacks
+):
+    from cards.models import SepaDebitMethod
+    from chargeflows.exceptions import IllegalTransition
+    from chargeflows.models import ChargeFlowCase
+    from payments import attempts
+    from payments.models import ChargeAttempt
+    from tests.chargeflows.test_sepa_debit import _provider_settles
+
+    setup_intent = _confirmed_sepa_setup_intent(client, link_path, localstripe, PROCESSING_IBAN)
+    waiting = client.post(link_path, {"setup_intent": setup_intent, "keep_card": "on"})
+    assert waiting.status_code == 202 and "being processed" in waiting.content.decode()
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    attempt = ChargeAttempt.objects.get(payment_link=link)
+    assert attempt.status == "processing" and link.used_at is None
+
+    # A reload, and a second tab with another account: the same debit, nothing more.
+    assert client.get(link_path).status_code == 202
+    other = _confirmed_sepa_setup_intent(client, link_path, localstripe, GOOD_IBAN)
+    assert client.post(link_path, {"setup_intent": other}).status_code == 202
+    assert len(_link_intents(localstripe, link)) == 1
+    assert ChargeAttempt.objects.filter(payment_link=link).count() == 1
+
+    # The period ends while the bank processes: the level waits, nothing else is charged.
+    case = ChargeFlowCase.objects.get()
+    with time_machine.travel(link.expires_at + timedelta(seconds=5), tick=False):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.flow_levels_due_dispatch()
+        with pytest.raises(IllegalTransition):
+            services.case_cancel(case=case, acting_user=approver)
+        # Past its expiry the link still says the payment is being processed.
+        assert client.get(link_path).status_code == 202
+    assert case.levels.count() == 1 and case.levels.get().state == "pending"
+
+    # localstripe declines this IBAN after 0.5 s; the reconciler finds it.
+    _provider_settles(attempt.provider_payment_intent_id)
+    with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert attempts.attempts_reconcile() == 1
+    attempt.refresh_from_db()
+    assert (attempt.status, attempt.failure_code) == ("failed", "card_declined")
+    case.refresh_from_db()
+    assert case.state == "running" and case.levels.get().state == "pending"
+    assert not SepaDebitMethod.objects.exists()  # kept only once paid
+    assert len(_link_intents(localstripe, link)) == 1
+    with time_machine.travel(link.expires_at + timedelta(seconds=5)):
+        assert client.get(link_path).status_code == 410  # settled: expired as any link
