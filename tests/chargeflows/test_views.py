@@ -38,7 +38,7 @@ def link_path(space, clerk, approver, localstripe, django_capture_on_commit_call
 def test_the_page_shows_what_is_owed_from_the_database(client, link_path):
     page = client.get(link_path)
     assert page.status_code == 200
-    assert page.context["issue"].amount_display in page.content.decode()
+    assert page.context["issue"].amount_local in page.content.decode()
 
 
 @pytest.mark.parametrize("where", [-3, 12])
