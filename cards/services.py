@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.http import urlsafe_base64_encode
 
+from core.history import history_acting
 from payments import gateway
 from spaces.models import Space
 
@@ -620,7 +621,9 @@ def customer_update(*, customer: Customer, acting_user) -> Customer:
     lookup keys: when it changes, the cards' stored keys change with it (and recurring lines
     keyed by the old number follow, through customer_number_changed), audited in the same
     transaction."""
-    with transaction.atomic():
+    # history_acting: the customer's history row and those of the recurring lines that move
+    # with its number (a receiver's writes) name the acting user.
+    with transaction.atomic(), history_acting(acting_user):
         old = Customer.objects.select_for_update().get(pk=customer.pk)
         customer.save()
         old_number, new_number = old.customer_number, customer.customer_number

@@ -8,7 +8,11 @@ from django.utils.html import format_html, format_html_join
 from cards.admin import CustomerAdmin
 from cards.models import Customer, PaymentCard
 from core import money
-from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
+from spaces.admin import (
+    ReadOnlyScopedAdmin,
+    SpaceScopedFieldListFilter,
+    SpaceScopedHistoryAdmin,
+)
 
 from . import selectors, services
 from .exceptions import RecurringError
@@ -108,7 +112,7 @@ class RecurringLineForm(forms.ModelForm):
 
 
 @admin.register(RecurringLine)
-class RecurringLineAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringLineAdmin(SpaceScopedHistoryAdmin):
     form = RecurringLineForm
     list_display = (
         "customer",
@@ -240,7 +244,7 @@ class LineMissingCardAdmin(ReadOnlyScopedAdmin):
 
 
 @admin.register(RecurringSettings)
-class RecurringSettingsAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringSettingsAdmin(SpaceScopedHistoryAdmin):
     list_display = (
         "space",
         "auto_approve_up_to_minor",

@@ -14,6 +14,7 @@ from django.db.models import Q
 
 from billing.models import ChargeIssue
 from cards.models import Customer, PaymentCard
+from core.history import history_records
 from core.money import CURRENCY_CHOICES
 from spaces.models import Space
 
@@ -85,6 +86,7 @@ class RecurringLine(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         ordering = ["charge_date", "pk"]
@@ -156,6 +158,7 @@ class RecurringSettings(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         verbose_name = "recurring settings"

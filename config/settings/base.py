@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    # Field-level history of configuration (core/history.py says why this library).
+    "simple_history",
     "core",
     "spaces",
     "payments",
@@ -70,6 +72,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # Gives history rows written during a request its user (core/history.py).
+    "simple_history.middleware.HistoryRequestMiddleware",
     # After OTPMiddleware: sends staff who passed only the password to verify or enrol.
     "spaces.middleware.StaffSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -262,6 +266,8 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60 * 60.0,
     },
 }
+# History pages show changes; reverting from them would bypass the services (core/history.py).
+SIMPLE_HISTORY_REVERT_DISABLED = True
 # Days before its charge date a recurring line still without a card emails the customer a
 # registration link (a space's recurring settings may say otherwise).
 RECURRING_CARD_REMINDER_DAYS = env.int("RECURRING_CARD_REMINDER_DAYS", default=7)
