@@ -290,6 +290,7 @@ class CardEvent(models.Model):
         CARD_REGISTERED = "card_registered", "Card registered"
         INVITATION_SENT = "invitation_sent", "Registration link sent"
         CARD_EXPIRED = "card_expired", "Card expired"
+        EXPIRY_WARNING_SENT = "expiry_warning_sent", "Card expiry warning sent"
         CARD_UPDATED = "card_updated", "Card updated by the provider"
         CARD_DETACHED = "card_detached", "Card detached at the provider"
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"

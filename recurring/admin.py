@@ -16,7 +16,13 @@ from spaces.admin import (
 
 from . import selectors, services
 from .exceptions import RecurringError
-from .models import LineMissingCard, RecurringEvent, RecurringLine, RecurringSettings
+from .models import (
+    ExpiringCard,
+    LineMissingCard,
+    RecurringEvent,
+    RecurringLine,
+    RecurringSettings,
+)
 
 Status = RecurringLine.Status
 
@@ -241,6 +247,68 @@ class LineMissingCardAdmin(ReadOnlyScopedAdmin):
 
     def has_view_permission(self, request, obj=None):
         return request.user.has_perm("recurring.view_recurringline")
+
+
+@admin.register(ExpiringCard)
+class ExpiringCardAdmin(ReadOnlyScopedAdmin):
+    """Cards whose expiry month ends within their space's warning window (not replaced by a
+    later card), soonest first, with the recurring lines and running collections that would
+    fail with them, and when the customer was emailed."""
+
+    list_display = (
+        "expiry",
+        "card_display",
+        "customer",
+        "expiry_warning_sent_at",
+        "lines_display",
+        "collections_display",
+    )
+    list_filter = (("space", SpaceScopedFieldListFilter),)
+    search_fields = ("customer__name", "customer__email", "customer__external_number", "last4")
+
+    def get_queryset(self, request):
+        return selectors.expiring_card_list(queryset=super().get_queryset(request))
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("cards.view_paymentcard")
+
+    @admin.display(description="card")
+    def card_display(self, obj):
+        return f"{obj.brand} •••• {obj.last4}"
+
+    @admin.display(description="recurring lines")
+    def lines_display(self, obj):
+        if not obj.open_lines:
+            return "–"
+        return format_html_join(
+            ", ",
+            '<a href="{}">#{} {} on {}</a>',
+            (
+                (
+                    reverse("admin:recurring_recurringline_change", args=[line.pk]),
+                    line.pk,
+                    money.format_money(line.amount_minor, line.currency),
+                    line.charge_date.isoformat(),
+                )
+                for line in obj.open_lines
+            ),
+        )
+
+    @admin.display(description="collections")
+    def collections_display(self, obj):
+        if not obj.collected_issues:
+            return "–"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (
+                    reverse("admin:chargeflows_chargeflowcase_change", args=[issue.flow_case.pk]),
+                    str(issue.flow_case),
+                )
+                for issue in obj.collected_issues
+            ),
+        )
 
 
 @admin.register(RecurringSettings)

@@ -209,3 +209,15 @@ class LineMissingCard(RecurringLine):
         proxy = True
         verbose_name = "line missing a card"
         verbose_name_plural = "lines missing a card"
+
+
+class ExpiringCard(PaymentCard):
+    """The staff list of cards whose expiry month ends soon, with what depends on them: the
+    recurring lines charged to them and the running collections that try them. It lives here,
+    above cards, because only a room that sees the lines (and the issues of the collections)
+    can list them."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "card expiring soon"
+        verbose_name_plural = "cards expiring soon"

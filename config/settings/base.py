@@ -253,6 +253,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cards.payment_cards_expire",
         "schedule": 6 * 60 * 60.0,
     },
+    "cards-expiry-warnings": {
+        "task": "cards.payment_card_expiry_warnings_send",
+        "schedule": 6 * 60 * 60.0,
+    },
     "recurring-generate-due-lines": {
         "task": "recurring.recurring_lines_generate_due",
         "schedule": 15 * 60.0,
@@ -266,6 +270,9 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60 * 60.0,
     },
 }
+# Days before a card's expiry month ends its customer is emailed a link to register a new card,
+# once per card (a space's own setting may say otherwise).
+CARD_EXPIRY_WARNING_DAYS = env.int("CARD_EXPIRY_WARNING_DAYS", default=30)
 # History pages show changes; reverting from them would bypass the services (core/history.py).
 SIMPLE_HISTORY_REVERT_DISABLED = True
 # Days before its charge date a recurring line still without a card emails the customer a
