@@ -6,7 +6,7 @@ billing/admin.py imports this module; importing it registers the admin on the de
 from django.contrib import admin, messages
 
 from core.errors import message_refusal
-from spaces.admin import SpaceScopedAdminMixin, SpaceScopedFieldListFilter
+from spaces.admin import SpaceScopedFieldListFilter, SpaceScopedHistoryAdmin
 
 from . import api_services
 from .exceptions import BillingError
@@ -38,7 +38,7 @@ class ApiKeyEventInline(admin.TabularInline):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class ApiKeyAdmin(SpaceScopedHistoryAdmin):
     list_display = ("name", "space", "prefix", "created_by", "created_at", "revoked_at")
     list_filter = (
         ("space", SpaceScopedFieldListFilter),

@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from cards.models import Customer
 from core import money
+from core.history import history_acting
 from core.logging import log_context_bind
 from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
@@ -62,7 +63,7 @@ def api_key_create(*, space: Space, name: str, acting_user) -> tuple[ApiKey, str
         prefix = "".join(secrets.choice(_PREFIX_ALPHABET) for _ in range(8))
         full_key = f"bo_{prefix}_{secrets.token_urlsafe(32)}"
         try:
-            with transaction.atomic():
+            with transaction.atomic(), history_acting(acting_user):
                 api_key = ApiKey.objects.create(
                     space=space,
                     name=name,
@@ -88,6 +89,7 @@ def api_key_revoke(*, api_key: ApiKey, acting_user) -> ApiKey:
         api_key = ApiKey.objects.select_for_update().get(pk=api_key.pk)
         if api_key.revoked_at is None:
             api_key.revoked_at = timezone.now()
+            api_key._history_user = acting_user
             api_key.save(update_fields=["revoked_at"])
             ApiKeyEvent.objects.create(
                 api_key=api_key, action=ApiKeyEvent.Action.REVOKED, actor=acting_user

@@ -5,6 +5,7 @@ from django.db import models
 from django.db.models import Q
 
 from cards.models import CardEvent, Customer, PaymentCard
+from core.history import history_records
 from core.money import format_money, format_money_local
 from spaces.models import Space
 
@@ -165,6 +166,8 @@ class ApiKey(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # The hash stays out of history: one copy of it is enough.
+    history = history_records(excluded_fields=["key_hash"])
 
     class Meta:
         verbose_name = "API key"

@@ -2,7 +2,11 @@ from django.contrib import admin, messages
 from django.db.models import Count
 
 from core.errors import DomainError, message_refusal
-from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
+from spaces.admin import (
+    ReadOnlyScopedAdmin,
+    SpaceScopedFieldListFilter,
+    SpaceScopedHistoryAdmin,
+)
 
 from . import services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard, SepaDebitMethod
@@ -31,7 +35,7 @@ class SepaDebitMethodInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class CustomerAdmin(SpaceScopedHistoryAdmin):
     list_display = (
         "name",
         "email",

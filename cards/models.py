@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
+from core.history import history_records
 from spaces.models import Space
 
 from .exceptions import SpaceMismatch
@@ -65,6 +66,7 @@ class Customer(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         ordering = ["name", "pk"]
@@ -138,6 +140,9 @@ class PaymentCard(models.Model):
     # sync (card updater), and customer_update (the customer's external number); see
     # lookup_key_refresh().
     lookup_key = models.CharField(max_length=120, blank=True, editable=False)
+    # Set when the customer was emailed that this card expires (cards.services
+    # payment_card_expiry_warn): the marker that makes the warning once per card.
+    expiry_warning_sent_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -285,6 +290,7 @@ class CardEvent(models.Model):
         CARD_REGISTERED = "card_registered", "Card registered"
         INVITATION_SENT = "invitation_sent", "Registration link sent"
         CARD_EXPIRED = "card_expired", "Card expired"
+        EXPIRY_WARNING_SENT = "expiry_warning_sent", "Card expiry warning sent"
         CARD_UPDATED = "card_updated", "Card updated by the provider"
         CARD_DETACHED = "card_detached", "Card detached at the provider"
         CARD_ATTACHED = "card_attached", "Card attached again at the provider"

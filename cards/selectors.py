@@ -1,8 +1,14 @@
+import calendar
+from datetime import date, timedelta
+
+from django.conf import settings
 from django.core.cache import caches
+from django.db.models import Exists, F, OuterRef, Q
+from django.utils import timezone
 
 from spaces.models import Space
 
-from .models import CardRegistration
+from .models import CardRegistration, PaymentCard
 
 
 def card_registration_get(*, public_id) -> CardRegistration | None:
@@ -28,3 +34,63 @@ def public_space_get(*, slug: str) -> Space | None:
         space = Space.objects.filter(slug=slug, public_card_registration=True).first() or False
         cache.set(key, space, PUBLIC_SPACE_TTL)
     return space or None
+
+
+# --- Cards about to expire --------------------------------------------------------------------
+
+
+def card_expiry_end(card: PaymentCard) -> date:
+    """The last day a card can be charged: the end of its expiry month."""
+    return date(
+        card.exp_year, card.exp_month, calendar.monthrange(card.exp_year, card.exp_month)[1]
+    )
+
+
+def card_expiry_warning_days(space: Space) -> int:
+    if space.card_expiry_warning_days is not None:
+        return space.card_expiry_warning_days
+    return settings.CARD_EXPIRY_WARNING_DAYS
+
+
+def payment_cards_expiring(*, today: date | None = None, days: int | None = None):
+    """Active cards whose expiry month ends within the warning window (the space's days, or
+    `days` for all), not yet expired and not replaced: the customer has no other active card
+    that expires later. Returns the cards, soonest first."""
+    today = today or timezone.localdate()
+    month_index = F("exp_year") * 12 + F("exp_month")
+    later_card = PaymentCard.objects.filter(
+        customer_id=OuterRef("customer_id"), status=PaymentCard.Status.ACTIVE
+    ).filter(
+        Q(exp_year__gt=OuterRef("exp_year"))
+        | Q(exp_year=OuterRef("exp_year"), exp_month__gt=OuterRef("exp_month"))
+    )
+    longest = (
+        days
+        if days is not None
+        else max(
+            [settings.CARD_EXPIRY_WARNING_DAYS]
+            + list(
+                Space.objects.exclude(card_expiry_warning_days=None).values_list(
+                    "card_expiry_warning_days", flat=True
+                )
+            )
+        )
+    )
+    horizon = today + timedelta(days=longest)
+    candidates = (
+        PaymentCard.objects.filter(status=PaymentCard.Status.ACTIVE)
+        .alias(month_index=month_index, replaced=Exists(later_card))
+        .filter(
+            month_index__gte=today.year * 12 + today.month,
+            month_index__lte=horizon.year * 12 + horizon.month,
+            replaced=False,
+        )
+        .select_related("customer", "space")
+        .order_by("exp_year", "exp_month", "pk")
+    )
+    cards = []
+    for card in candidates:
+        window = days if days is not None else card_expiry_warning_days(card.space)
+        if today <= card_expiry_end(card) <= today + timedelta(days=window):
+            cards.append(card)
+    return cards

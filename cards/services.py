@@ -1,7 +1,7 @@
 """Card registration: the hosted page's "token -> customer" step, invitations, card events."""
 
 import logging
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives
@@ -12,6 +12,7 @@ from django.utils import timezone, translation
 from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext_lazy
 
+from core.history import history_acting
 from payments import gateway
 from spaces.models import Space
 
@@ -32,6 +33,7 @@ from .models import (
     SepaDebitMethod,
     normalise_brand,
 )
+from .selectors import card_expiry_end, payment_cards_expiring
 from .signals import (
     card_registered,
     customer_number_changed,
@@ -377,6 +379,79 @@ def payment_cards_expire(*, today=None) -> int:
     return expired
 
 
+# --- Expiry warnings --------------------------------------------------------------------------
+
+
+def payment_card_expiry_warnings_send(*, today: date | None = None) -> int:
+    """Beat: every card expiring within its space's window, not yet warned, gets one email
+    to its customer with a registration link. Safe to run twice or concurrently."""
+    return sum(
+        payment_card_expiry_warn(card_id=card.pk, today=today)
+        for card in payment_cards_expiring(today=today)
+        if card.expiry_warning_sent_at is None
+    )
+
+
+def payment_card_expiry_warn(*, card_id: int, today: date | None = None) -> bool:
+    """One card's expiry warning: a single-use registration invitation, the card marked warned
+    and an event, in one transaction; the email goes out on commit. At most once per card
+    (and expiry): the marker is checked under the row lock, a second beat skips the row."""
+    with transaction.atomic():
+        card = (
+            PaymentCard.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("customer")
+            .filter(pk=card_id, status=PaymentCard.Status.ACTIVE, expiry_warning_sent_at=None)
+            .first()
+        )
+        if card is None:
+            return False
+        invitation = card_invitation_send(customer=card.customer, acting_user=None, email=False)
+        card.expiry_warning_sent_at = timezone.now()
+        card.save(update_fields=["expiry_warning_sent_at"])
+        CardEvent.objects.create(
+            space_id=card.space_id,
+            kind=CardEvent.Kind.EXPIRY_WARNING_SENT,
+            customer_id=card.customer_id,
+            card=card,
+            detail={
+                "expiry": card.expiry,
+                "invitation": str(invitation.public_id),
+                "to": card.customer.email,
+            },
+        )
+        transaction.on_commit(lambda: _expiry_warning_email_later(card.pk, invitation.pk))
+    return True
+
+
+def _expiry_warning_email_later(card_id: int, invitation_id: int) -> None:
+    from .tasks import payment_card_expiry_warning_email
+
+    payment_card_expiry_warning_email.delay(card_id, invitation_id)
+
+
+def payment_card_expiry_warning_email_send(*, card_id: int, invitation_id: int) -> None:
+    card = PaymentCard.objects.select_related("customer", "space").get(pk=card_id)
+    invitation = CardInvitation.objects.get(pk=invitation_id, customer_id=card.customer_id)
+    if invitation.used_at is not None or invitation.expires_at <= timezone.now():
+        return
+    customer = card.customer
+    context = {
+        "customer": customer,
+        "space": card.space,
+        "card": card,
+        "expiry_end": card_expiry_end(card),
+        "url": card_invitation_url(invitation),
+        "expires_at": invitation.expires_at,
+    }
+    with translation.override(customer.preferred_language):
+        subject = render_to_string("cards/emails/expiry_warning_subject.txt", context).strip()
+        text = render_to_string("cards/emails/expiry_warning.txt", context)
+        html = render_to_string("cards/emails/expiry_warning.html", context)
+    message = EmailMultiAlternatives(subject, text, to=[customer.email])
+    message.attach_alternative(html, "text/html")
+    message.send()
+
+
 # --- Provider events --------------------------------------------------------------------------
 
 
@@ -619,6 +694,11 @@ def payment_card_sync_from_provider(*, payment_method_id: str, event_type: str) 
                 for field, value in after.items():
                     setattr(card, field, value)
                 kind = CardEvent.Kind.CARD_UPDATED
+                if (after["exp_year"], after["exp_month"]) != (
+                    before["exp_year"],
+                    before["exp_month"],
+                ):
+                    card.expiry_warning_sent_at = None  # the new expiry gets its own warning
             today = timezone.localdate()
             live = (card.exp_year, card.exp_month) >= (today.year, today.month)
             if card.status == PaymentCard.Status.DETACHED:
@@ -661,7 +741,9 @@ def customer_update(*, customer: Customer, acting_user) -> Customer:
     lookup keys: when it changes, the cards' stored keys change with it (and recurring lines
     keyed by the old number follow, through customer_number_changed), audited in the same
     transaction."""
-    with transaction.atomic():
+    # history_acting: the customer's history row and those of the recurring lines that move
+    # with its number (a receiver's writes) name the acting user.
+    with transaction.atomic(), history_acting(acting_user):
         old = Customer.objects.select_for_update().get(pk=customer.pk)
         customer.save()
         old_number, new_number = old.customer_number, customer.customer_number

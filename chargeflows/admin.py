@@ -15,7 +15,11 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
+from spaces.admin import (
+    ReadOnlyScopedAdmin,
+    SpaceScopedFieldListFilter,
+    SpaceScopedHistoryAdmin,
+)
 from spaces.selectors import space_list_for_user
 
 from . import selectors, services
@@ -96,7 +100,7 @@ class LevelSummaryInline(admin.TabularInline):
 
 
 @admin.register(ChargeFlow)
-class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, admin.ModelAdmin):
+class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedHistoryAdmin):
     form = ChargeFlowForm
     list_display = ("name", "priority", "state", "space", "version", "updated_by", "updated_at")
     list_filter = ("state", ("space", SpaceScopedFieldListFilter))
@@ -189,7 +193,7 @@ class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, admin.ModelAdm
 
 
 @admin.register(ChargeFlowLevelConfiguration)
-class LevelConfigurationAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, admin.ModelAdmin):
+class LevelConfigurationAdmin(VersionedAdminMixin, SpaceScopedHistoryAdmin):
     form = LevelConfigurationForm
     space_field = "flow__space"
     list_display = ("flow", "priority", "name", "period", "state", "version", "updated_by")

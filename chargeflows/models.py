@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from core.history import history_records
 from spaces.models import Space
 
 
@@ -38,6 +39,7 @@ class ChargeFlow(models.Model):
     )
     updated_at = models.DateTimeField(auto_now=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    history = history_records()
 
     class Meta:
         ordering = ["space", "priority", "pk"]
@@ -96,6 +98,7 @@ class ChargeFlowCondition(models.Model):
         blank=True,
         help_text="Currency code, card brand, customer tag, origin or decline code.",
     )
+    history = history_records()
 
     class Meta:
         constraints = [
@@ -170,6 +173,7 @@ class ChargeFlowLevelConfiguration(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         ordering = ["flow", "priority", "pk"]

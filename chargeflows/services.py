@@ -22,6 +22,7 @@ from django.utils.translation import gettext
 
 from billing import services as billing_services
 from billing.models import ChargeIssue
+from core.history import history_acting, history_write
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
@@ -152,12 +153,15 @@ def charge_flow_default_create(*, space) -> ChargeFlow | None:
 
 def _versioned_update(model, *, obj, expected_version: int, acting_user, changes: dict):
     """UPDATE … WHERE id AND version: zero rows means someone saved since this copy was read,
-    and the error names who and when (never a lost update)."""
+    and the error names who and when (never a lost update). The UPDATE sends no signal, so
+    the history row (the values after it, by acting_user) is written here, in the same
+    transaction."""
     updated = model.objects.filter(pk=obj.pk, version=expected_version).update(
         **changes, version=F("version") + 1, updated_by=acting_user, updated_at=timezone.now()
     )
     if updated != 1:
         raise stale_edit_error(model.objects.select_related("updated_by").get(pk=obj.pk))
+    history_write(model, [obj.pk], user=acting_user)
     obj.refresh_from_db()
     return obj
 
@@ -175,7 +179,7 @@ def stale_edit_error(current) -> StaleEdit:
 def charge_flow_create(*, space, name: str, priority: int, acting_user, planned_purge_date=None):
     """A new flow starts in Create: it is chosen only once activated (with its levels)."""
     _require(acting_user, "chargeflows.add_chargeflow", space.pk)
-    with transaction.atomic():
+    with transaction.atomic(), history_acting(acting_user):
         flow = ChargeFlow.objects.create(
             space=space,
             name=name,
@@ -190,7 +194,7 @@ def charge_flow_create(*, space, name: str, priority: int, acting_user, planned_
 def level_configuration_create(*, acting_user, **fields) -> ChargeFlowLevelConfiguration:
     flow = fields["flow"]
     _require(acting_user, "chargeflows.add_chargeflowlevelconfiguration", flow.space_id)
-    with transaction.atomic():
+    with transaction.atomic(), history_acting(acting_user):
         configuration = ChargeFlowLevelConfiguration.objects.create(
             **fields, updated_by=acting_user
         )
@@ -249,7 +253,7 @@ def charge_flow_conditions_set(
         except ValidationError as exc:
             raise InvalidInput(f"Condition {row}: {'; '.join(exc.messages)}") from exc
         rows.append(row)
-    with transaction.atomic():
+    with transaction.atomic(), history_acting(acting_user):
         # The versioned UPDATE comes first: it locks the flow row, so two editors of the
         # conditions are serialised and the second one is refused, never merged.
         flow = _versioned_update(
@@ -260,8 +264,9 @@ def charge_flow_conditions_set(
             changes={},
         )
         before = [str(c) for c in flow.conditions.order_by("pk")]
-        flow.conditions.all().delete()
+        flow.conditions.all().delete()  # deletes send signals: history rows "-"
         ChargeFlowCondition.objects.bulk_create(rows)
+        ChargeFlowCondition.history.bulk_history_create(rows, default_user=acting_user)
         _audit(
             flow=flow,
             actor=acting_user,
@@ -341,6 +346,7 @@ def charge_flows_purge(*, now=None) -> int:
                 state=ChargeFlow.State.DELETED, version=F("version") + 1
             )
             if moved:
+                history_write(ChargeFlow, [flow.pk], reason="purge")
                 _audit(flow=flow, action="flow_state", detail={"from": "deleting", "to": "deleted"})
                 done += 1
     purgeable = ChargeFlow.objects.filter(

@@ -8,11 +8,21 @@ from django.utils.html import format_html, format_html_join
 from cards.admin import CustomerAdmin
 from cards.models import Customer, PaymentCard
 from core import money
-from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
+from spaces.admin import (
+    ReadOnlyScopedAdmin,
+    SpaceScopedFieldListFilter,
+    SpaceScopedHistoryAdmin,
+)
 
 from . import selectors, services
 from .exceptions import RecurringError
-from .models import LineMissingCard, RecurringEvent, RecurringLine, RecurringSettings
+from .models import (
+    ExpiringCard,
+    LineMissingCard,
+    RecurringEvent,
+    RecurringLine,
+    RecurringSettings,
+)
 
 Status = RecurringLine.Status
 
@@ -108,7 +118,7 @@ class RecurringLineForm(forms.ModelForm):
 
 
 @admin.register(RecurringLine)
-class RecurringLineAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringLineAdmin(SpaceScopedHistoryAdmin):
     form = RecurringLineForm
     list_display = (
         "customer",
@@ -239,8 +249,70 @@ class LineMissingCardAdmin(ReadOnlyScopedAdmin):
         return request.user.has_perm("recurring.view_recurringline")
 
 
+@admin.register(ExpiringCard)
+class ExpiringCardAdmin(ReadOnlyScopedAdmin):
+    """Cards whose expiry month ends within their space's warning window (not replaced by a
+    later card), soonest first, with the recurring lines and running collections that would
+    fail with them, and when the customer was emailed."""
+
+    list_display = (
+        "expiry",
+        "card_display",
+        "customer",
+        "expiry_warning_sent_at",
+        "lines_display",
+        "collections_display",
+    )
+    list_filter = (("space", SpaceScopedFieldListFilter),)
+    search_fields = ("customer__name", "customer__email", "customer__external_number", "last4")
+
+    def get_queryset(self, request):
+        return selectors.expiring_card_list(queryset=super().get_queryset(request))
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("cards.view_paymentcard")
+
+    @admin.display(description="card")
+    def card_display(self, obj):
+        return f"{obj.brand} •••• {obj.last4}"
+
+    @admin.display(description="recurring lines")
+    def lines_display(self, obj):
+        if not obj.open_lines:
+            return "–"
+        return format_html_join(
+            ", ",
+            '<a href="{}">#{} {} on {}</a>',
+            (
+                (
+                    reverse("admin:recurring_recurringline_change", args=[line.pk]),
+                    line.pk,
+                    money.format_money(line.amount_minor, line.currency),
+                    line.charge_date.isoformat(),
+                )
+                for line in obj.open_lines
+            ),
+        )
+
+    @admin.display(description="collections")
+    def collections_display(self, obj):
+        if not obj.collected_issues:
+            return "–"
+        return format_html_join(
+            ", ",
+            '<a href="{}">{}</a>',
+            (
+                (
+                    reverse("admin:chargeflows_chargeflowcase_change", args=[issue.flow_case.pk]),
+                    str(issue.flow_case),
+                )
+                for issue in obj.collected_issues
+            ),
+        )
+
+
 @admin.register(RecurringSettings)
-class RecurringSettingsAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringSettingsAdmin(SpaceScopedHistoryAdmin):
     list_display = (
         "space",
         "auto_approve_up_to_minor",

@@ -14,6 +14,7 @@ from django.db.models import Q
 
 from billing.models import ChargeIssue
 from cards.models import Customer, PaymentCard
+from core.history import history_records
 from core.money import CURRENCY_CHOICES
 from spaces.models import Space
 
@@ -85,6 +86,7 @@ class RecurringLine(models.Model):
     )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         ordering = ["charge_date", "pk"]
@@ -156,6 +158,7 @@ class RecurringSettings(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     updated_at = models.DateTimeField(auto_now=True)
+    history = history_records()
 
     class Meta:
         verbose_name = "recurring settings"
@@ -206,3 +209,15 @@ class LineMissingCard(RecurringLine):
         proxy = True
         verbose_name = "line missing a card"
         verbose_name_plural = "lines missing a card"
+
+
+class ExpiringCard(PaymentCard):
+    """The staff list of cards whose expiry month ends soon, with what depends on them: the
+    recurring lines charged to them and the running collections that try them. It lives here,
+    above cards, because only a room that sees the lines (and the issues of the collections)
+    can list them."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "card expiring soon"
+        verbose_name_plural = "cards expiring soon"

@@ -15,6 +15,7 @@ from billing.exceptions import BillingError
 from cards import services as card_services
 from cards.models import Customer, PaymentCard
 from core import money
+from core.history import history_write
 from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
 
@@ -58,8 +59,17 @@ def _transition(line, to_status, *, actor, action, detail=None) -> RecurringEven
         )
     from_status = line.status
     line.status = to_status
+    _history_by(line, actor, detail)
     line.save()
     return _audit(line, actor=actor, action=action, from_status=from_status, detail=detail)
+
+
+def _history_by(line, actor, via: dict | None) -> None:
+    """The line's next history row names the acting user, or the API key that acted."""
+    if actor is not None:
+        line._history_user = actor
+    if via and via.get("api_key_prefix"):
+        line._change_reason = f"API key {via['api_key_prefix']}"
 
 
 def _require(acting_user, permission: str, space_id: int) -> None:
@@ -210,7 +220,7 @@ def recurring_line_create(
     charge_date = _checked_charge_date(charge_date)
     with transaction.atomic():
         card, key = _card_fields(customer=customer, card=card, card_lookup_key=card_lookup_key)
-        line = RecurringLine.objects.create(
+        line = RecurringLine(
             space_id=customer.space_id,
             customer=customer,
             description=description,
@@ -223,6 +233,8 @@ def recurring_line_create(
             card_lookup_key=key,
             created_by=acting_user,
         )
+        _history_by(line, acting_user, via)
+        line.save(force_insert=True)
         _audit(line, actor=acting_user, action="created", detail={**_snapshot(line), **(via or {})})
     return line
 
@@ -270,6 +282,7 @@ def recurring_line_edit(
                 card=changes.get("card"),
                 card_lookup_key=changes.get("card_lookup_key", ""),
             )
+        _history_by(line, acting_user, via)
         line.save()
         after = _snapshot(line)
         changed = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
@@ -384,6 +397,7 @@ def recurring_lines_fill_for_card(*, card: PaymentCard) -> int:
     RecurringLine.objects.filter(pk__in=[r[0] for r in rows]).update(
         card=card, updated_at=timezone.now()
     )
+    history_write(RecurringLine, [r[0] for r in rows], reason="card filled (card event)")
     _audit_many(
         rows,
         action="card_filled",
@@ -405,6 +419,7 @@ def recurring_lines_empty_for_card(*, card: PaymentCard) -> int:
     RecurringLine.objects.filter(pk__in=[r[0] for r in rows]).update(
         card=None, updated_at=timezone.now()
     )
+    history_write(RecurringLine, [r[0] for r in rows], reason=f"card {card.status}")
     _audit_many(
         rows,
         action="card_emptied",
@@ -426,6 +441,7 @@ def recurring_lines_key_move(*, card: PaymentCard, old_key: str) -> int:
     RecurringLine.objects.filter(pk__in=[r[0] for r in rows]).update(
         card_lookup_key=card.lookup_key, updated_at=timezone.now()
     )
+    history_write(RecurringLine, [r[0] for r in rows], reason="card's lookup key moved")
     _audit_many(
         rows,
         action="key_moved",
@@ -500,6 +516,9 @@ def recurring_lines_fill_scan(*, batch_size: int = 1000, after_id: int = 0) -> i
             if rows:
                 lines = [RecurringLine(pk=pk, card_id=card_id) for pk, _, _, card_id in rows]
                 RecurringLine.objects.bulk_update(lines, ["card"])
+                history_write(
+                    RecurringLine, [r[0] for r in rows], reason="card filled (fallback scan)"
+                )
                 cards = {pk: card_id for pk, _, _, card_id in rows}
                 _audit_many(
                     [r[:3] for r in rows],
@@ -632,6 +651,7 @@ def recurring_settings_update(
         row.auto_approve_currency = currency
         row.card_reminder_days = card_reminder_days
         row.updated_by = acting_user
+        row._history_user = acting_user
         row.save()
         RecurringEvent.objects.create(
             space=space,

@@ -1,8 +1,10 @@
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
+from django.http import Http404
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -12,6 +14,7 @@ from django_celery_beat.models import (
 )
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from simple_history.admin import SimpleHistoryAdmin
 
 from core.admin import ObjectIdAdminMixin
 from core.errors import message_refusal
@@ -74,6 +77,29 @@ class SpaceScopedAdminMixin(ObjectIdAdminMixin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
+class SpaceScopedHistoryAdmin(SpaceScopedAdminMixin, SimpleHistoryAdmin):
+    """A scoped admin whose History page lists each change with who made it and every
+    field's old and new value (django-simple-history, see core/history.py).
+
+    simple_history's own history view falls back to the historical rows when the object is
+    not in the admin's queryset, which would show another space's history: here the object
+    must be one of the user's spaces' (a removed object's history stays in the database,
+    for superusers' eyes in the shell). Reverting is off (SIMPLE_HISTORY_REVERT_DISABLED):
+    a revert would bypass the services and their audit rows."""
+
+    def _scoped_or_404(self, request, object_id):
+        if self.get_object(request, unquote(object_id)) is None:
+            raise Http404("No such object.")
+
+    def history_view(self, request, object_id, extra_context=None):
+        self._scoped_or_404(request, object_id)
+        return super().history_view(request, object_id, extra_context)
+
+    def history_form_view(self, request, object_id, version_id, extra_context=None):
+        self._scoped_or_404(request, object_id)
+        return super().history_form_view(request, object_id, version_id, extra_context)
+
+
 class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     """Rows only services write (audit trails, provider data): staff look, never edit here."""
 
@@ -117,7 +143,7 @@ class SpaceEventInline(admin.TabularInline):
 
 
 @admin.register(Space)
-class SpaceAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class SpaceAdmin(SpaceScopedHistoryAdmin):
     space_field = None
     list_display = ("name", "slug", "default_currency", "created_at")
     search_fields = ("name", "slug")

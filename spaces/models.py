@@ -6,6 +6,7 @@ from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
 
+from core.history import history_records
 from core.money import CURRENCY_CHOICES
 from core.outbound import UnsafeURL, public_url_check
 
@@ -62,7 +63,15 @@ class Space(models.Model):
         editable=False,
         help_text="Shared secret for the webhook signature (HMAC-SHA256).",
     )
+    card_expiry_warning_days = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Days before a card's expiry month ends its customer is emailed a link to "
+        "register a new card. Empty: CARD_EXPIRY_WARNING_DAYS.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The signing secret is never copied into history: it would be readable there.
+    history = history_records(excluded_fields=["webhook_secret"])
 
     class Meta:
         ordering = ["name"]
@@ -95,6 +104,7 @@ class SpaceChargeLimit(models.Model):
         validators=[MinValueValidator(1)],
         help_text="E.g. 1000000 = 10,000.00 EUR, or 1,000,000 JPY.",
     )
+    history = history_records()
 
     class Meta:
         verbose_name = "maximum charge per currency"

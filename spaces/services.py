@@ -52,6 +52,7 @@ def space_webhook_secret_rotate(*, space: Space, acting_user) -> tuple[Space, st
     with transaction.atomic():
         space = Space.objects.select_for_update().get(pk=space.pk)
         space.webhook_secret = secret
+        space._history_user = acting_user
         space.save(update_fields=["webhook_secret"])
         SpaceEvent.objects.create(
             space=space,

@@ -57,7 +57,9 @@ def _routes(resolver=None, prefix=""):
             yield route
 
 
-_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)")
+# Named parameters, and the unnamed `([^/]+)` groups of simple_history's "one version of an
+# object" page (`<object_id>/history/<history_id>/`).
+_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>|\(\?P<(\w+)>[^)]*\)|(\(\[\^/\]\+\))")
 
 
 @pytest.fixture
@@ -105,16 +107,28 @@ def world():
     }
 
 
+def _route_model(route: str):
+    match = re.match(r"admin/(\w+)/(\w+)/", route)
+    try:
+        return apps.get_model(*match.groups()) if match else None
+    except LookupError:
+        return None
+
+
 def _object_id(route: str, world) -> str:
     if route.startswith("admin/r/"):
         return world["customer_pk"]
-    match = re.match(r"admin/(\w+)/(\w+)/", route)
-    try:
-        model = apps.get_model(*match.groups()) if match else None
-    except LookupError:
-        model = None
+    model = _route_model(route)
     first = model._default_manager.order_by("pk").first() if model else None
     return str(first.pk) if first else "1"
+
+
+def _history_id(route: str, world) -> str:
+    """A version of the object _object_id names, for simple_history's version page."""
+    model = _route_model(route)
+    pk = _object_id(route, world)
+    record = model.history.filter(**{model._meta.pk.attname: pk}).first() if model else None
+    return str(record.history_id) if record else "1"
 
 
 def _fill(route: str, world, *, first_value=None) -> str:
@@ -123,10 +137,14 @@ def _fill(route: str, world, *, first_value=None) -> str:
 
     def value(match):
         name = match.group(1) or match.group(2)
+        if name is None:  # unnamed: simple_history's object id, then its version
+            name = "object_id" if "object_id" not in used else "history_id"
         if first_value is not None and not used:
             used.append(name)
             return first_value
         used.append(name)
+        if name == "history_id":
+            return _history_id(route, world)
         if name == "object_id":
             return _object_id(route, world)
         return world["values"][name]

@@ -42,6 +42,8 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    # Field-level history of configuration (core/history.py says why this library).
+    "simple_history",
     "core",
     "spaces",
     "payments",
@@ -73,6 +75,8 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django_otp.middleware.OTPMiddleware",
+    # Gives history rows written during a request its user (core/history.py).
+    "simple_history.middleware.HistoryRequestMiddleware",
     # After OTPMiddleware: sends staff who passed only the password to verify or enrol.
     "spaces.middleware.StaffSecondFactorMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -252,6 +256,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "cards.payment_cards_expire",
         "schedule": 6 * 60 * 60.0,
     },
+    "cards-expiry-warnings": {
+        "task": "cards.payment_card_expiry_warnings_send",
+        "schedule": 6 * 60 * 60.0,
+    },
     "recurring-generate-due-lines": {
         "task": "recurring.recurring_lines_generate_due",
         "schedule": 15 * 60.0,
@@ -265,6 +273,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 60 * 60.0,
     },
 }
+# Days before a card's expiry month ends its customer is emailed a link to register a new card,
+# once per card (a space's own setting may say otherwise).
+CARD_EXPIRY_WARNING_DAYS = env.int("CARD_EXPIRY_WARNING_DAYS", default=30)
+# History pages show changes; reverting from them would bypass the services (core/history.py).
+SIMPLE_HISTORY_REVERT_DISABLED = True
 # Days before its charge date a recurring line still without a card emails the customer a
 # registration link (a space's recurring settings may say otherwise).
 RECURRING_CARD_REMINDER_DAYS = env.int("RECURRING_CARD_REMINDER_DAYS", default=7)
