@@ -97,6 +97,8 @@ class ChargeIssue(models.Model):
                 condition=Q(amount_minor__isnull=True) | Q(amount_minor__gt=0),
                 name="issue_amount_positive",
             ),
+            # The target of refunds' composite foreign key (a refund stays in its issue's space).
+            models.UniqueConstraint(fields=["id", "space"], name="uniq_issue_id_space"),
             # Never more refunded than was charged (the refund service checks first, under the
             # issue's lock; this is the database's last word).
             models.CheckConstraint(

@@ -9,7 +9,7 @@ import stripe
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.core import mail
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 from billing import refunds, services, tasks
 from billing.exceptions import (
@@ -206,6 +206,16 @@ def test_bad_input_is_refused_and_changes_nothing(succeeded_issue, clerk, amount
     with pytest.raises(error):
         request(succeeded_issue, clerk, amount=amount, reason=reason)
     assert Refund.objects.count() == 0 and RefundEvent.objects.count() == 0
+
+
+def test_the_database_refuses_a_refund_in_another_space_than_its_charge(succeeded_issue, clerk):
+    refund = request(succeeded_issue, clerk)
+    other = SpaceFactory()
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Refund.objects.filter(pk=refund.pk).update(space=other)
+    with pytest.raises(IntegrityError), transaction.atomic():
+        ChargeIssue.objects.filter(pk=succeeded_issue.pk).update(refunded_minor=5000)
 
 
 def test_only_a_succeeded_charge_can_be_refunded(space, clerk, register_card):
