@@ -440,3 +440,61 @@ def test_a_charge_refunded_provider_event_settles_the_refund(
     assert refund.state == State.SUCCEEDED
     assert refund.attempt.status == ChargeAttempt.Status.SUCCEEDED
     assert len(refunds_at_provider(localstripe, succeeded_issue)) == 1
+
+
+def test_a_refund_the_provider_refuses_fails_with_its_reason_and_frees_the_amount(
+    succeeded_issue, clerk, approver, localstripe, django_capture_on_commit_callbacks
+):
+    refund = request(succeeded_issue, clerk, amount="49.90")
+    # The provider knows no such PaymentIntent (as after a mix-up of accounts): a real refusal.
+    Refund.objects.filter(pk=refund.pk).update(provider_payment_intent_id="pi_unknown")
+
+    with django_capture_on_commit_callbacks(execute=True):
+        refunds.refund_approve(refund=refund, acting_user=approver)
+
+    refund.refresh_from_db()
+    succeeded_issue.refresh_from_db()
+    assert refund.state == State.FAILED
+    # Stripe says resource_missing; localstripe gives no code, so ours names the refusal.
+    assert refund.failure_code in {"resource_missing", "refund_refused"}
+    assert refund.failure_message
+    assert refund.attempt.status == ChargeAttempt.Status.FAILED
+    assert refund.events.get(action="refund_failed").from_state == State.REFUNDING
+    assert succeeded_issue.refunded_minor == 0
+    assert mail.outbox == [] and not OutboundEvent.objects.filter(type="charge_issue.refunded")
+    assert refunds_at_provider(localstripe, succeeded_issue) == []
+    assert request(succeeded_issue, clerk, amount="49.90").state == State.AWAITING_APPROVAL
+
+
+def test_an_illegal_refund_transition_is_refused_and_changes_nothing(succeeded_issue, clerk):
+    refund = request(succeeded_issue, clerk)
+    events = RefundEvent.objects.count()
+
+    for to_state in (State.SUCCEEDED, State.REFUNDING, State.FAILED):
+        with pytest.raises(IllegalTransition):
+            refunds._transition(refund, to_state, actor=clerk, action="forced")
+
+    refund.refresh_from_db()
+    assert refund.state == State.AWAITING_APPROVAL
+    assert RefundEvent.objects.count() == events
+
+
+def test_a_refund_provider_event_settles_the_refund(
+    succeeded_issue, clerk, approver, localstripe, monkeypatch, django_capture_on_commit_callbacks
+):
+    refund = request(succeeded_issue, clerk)
+    refunds.refund_approve(refund=refund, acting_user=approver)
+    real_record = attempts.attempt_record
+    monkeypatch.setattr(attempts, "attempt_record", lambda **kwargs: None)
+    refunds.refund_execute(refund_id=refund.pk)
+    monkeypatch.setattr(attempts, "attempt_record", real_record)
+    [at_provider] = refunds_at_provider(localstripe, succeeded_issue)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        webhooks.provider_event_receive(
+            event={"id": "evt_refund_2", "type": "refund.updated", "data": {"object": at_provider}}
+        )
+
+    refund.refresh_from_db()
+    assert refund.state == State.SUCCEEDED and refund.provider_refund_id == at_provider["id"]
+    assert [m.subject for m in mail.outbox] == ["Shop: refund of 10.00 EUR"]
