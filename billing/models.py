@@ -77,7 +77,8 @@ class ChargeIssue(models.Model):
     hard_decline = models.BooleanField(default=False)
     # The total of its succeeded refunds (Refund below). The state stays "succeeded": it says
     # how the charge ended, and a refund is a movement of its own with its own state machine.
-    refunded_minor = models.BigIntegerField("refunded (minor units)", default=0)
+    # db_default: the single-statement paths and SQL fills insert issues without it.
+    refunded_minor = models.BigIntegerField("refunded (minor units)", default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -51,6 +51,8 @@ class Space(models.Model):
     refund_threshold_minor = models.BigIntegerField(
         "refunds without approval up to (minor units)",
         default=0,
+        # Rows written without it (older migrations' states, SQL fills) get the safe default.
+        db_default=0,
         validators=[MinValueValidator(0)],
         help_text="Refunds up to this amount, in minor units of the space's default currency "
         "(5000 = 50.00 EUR), are made at once; larger ones, and every refund in another "

@@ -100,7 +100,9 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="chargeissue",
             name="refunded_minor",
-            field=models.BigIntegerField(default=0, verbose_name="refunded (minor units)"),
+            field=models.BigIntegerField(
+                default=0, db_default=0, verbose_name="refunded (minor units)"
+            ),
         ),
         migrations.AddConstraint(
             model_name="chargeissue",

@@ -15,6 +15,7 @@ class Migration(migrations.Migration):
             name="refund_threshold_minor",
             field=models.BigIntegerField(
                 default=0,
+                db_default=0,
                 help_text="Refunds up to this amount, in minor units of the space's default currency (5000 = 50.00 EUR), are made at once; larger ones, and every refund in another currency, wait for an approver who did not request them. 0: every refund waits.",
                 validators=[django.core.validators.MinValueValidator(0)],
                 verbose_name="refunds without approval up to (minor units)",
