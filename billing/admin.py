@@ -15,19 +15,35 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils.html import format_html
 
+from core import money
 from core.admin import object_id_or_404
 from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
 from . import (
     admin_keys,  # noqa: F401 - registers the API key admin
+    refunds,
     selectors,
     services,
 )
 from .exceptions import BillingError
-from .forms import ChargeAmountEntryForm, ChargeApprovalForm, ChargeCancelForm
-from .models import FINISHED_STATES, TRANSITIONS, ChargeIssue, ChargeIssueEvent
+from .forms import (
+    ChargeAmountEntryForm,
+    ChargeApprovalForm,
+    ChargeCancelForm,
+    RefundApprovalForm,
+    RefundRequestForm,
+)
+from .models import (
+    FINISHED_STATES,
+    TRANSITIONS,
+    ChargeIssue,
+    ChargeIssueEvent,
+    Refund,
+    RefundEvent,
+)
 
 logger = logging.getLogger(__name__)
 State = ChargeIssue.State
@@ -93,7 +109,20 @@ SEND_TO_COLLECTION = Step(
     ("billing.approve_charge",),
     post_only=True,
 )
-STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL, SEND_TO_COLLECTION)
+REFUND_REQUEST = Step(
+    "refund",
+    "Request a refund",
+    frozenset({State.SUCCEEDED}),
+    (refunds.REQUEST_PERMISSION,),
+)
+# A step on one of the issue's refunds (its URL takes the refund's id too).
+REFUND_APPROVAL = Step(
+    "refund_approval",
+    "Refund approval",
+    frozenset({Refund.State.AWAITING_APPROVAL}),
+    (refunds.APPROVE_PERMISSION,),
+)
+STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL, SEND_TO_COLLECTION, REFUND_REQUEST)
 
 
 def _state_label(value: str) -> str:
@@ -178,6 +207,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             {
                 "fields": (
                     "amount_display",
+                    "refunded_display",
                     "notification_subject",
                     "notification_body",
                     "charge_date",
@@ -224,12 +254,18 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     def amount_display(self, issue):
         return issue.amount_display
 
+    @admin.display(description="refunded")
+    def refunded_display(self, issue):
+        return issue.refunded_display
+
     # Issues are started by card registrations, the API or 1r. restart, never typed in here;
     # they change only through the step views.
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["charge_steps"] = [step for step in STEPS if step.available(obj, request.user)]
+            context["refunds"] = selectors.refund_list(issue_id=obj.pk)
+            context["may_approve_refunds"] = REFUND_APPROVAL.allowed(request.user)
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def history_view(self, request, object_id, extra_context=None):
@@ -263,6 +299,12 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 "<int:object_id>/send-to-collection/",
                 view(self.send_to_collection_view),
                 name=f"{info}_send_to_collection",
+            ),
+            path("<int:object_id>/refund/", view(self.refund_view), name=f"{info}_refund"),
+            path(
+                "<int:object_id>/refunds/<int:refund_id>/approval/",
+                view(self.refund_approval_view),
+                name=f"{info}_refund_approval",
             ),
             *super().get_urls(),
         ]
@@ -433,3 +475,175 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 messages.success(request, f"Charge #{issue.pk} was cancelled.")
             return HttpResponseRedirect(self._change_url(issue))
         return self._render_step(request, issue, CANCEL, form, "cancel.html")
+
+    # --- Refunds ----------------------------------------------------------------------------
+
+    def refund_view(self, request, object_id):
+        issue = self._step_issue(request, object_id, REFUND_REQUEST)
+        if issue.state not in REFUND_REQUEST.states:
+            return self._wrong_state(request, issue, REFUND_REQUEST)
+        form = RefundRequestForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            try:
+                refund = refunds.refund_request(
+                    issue=issue,
+                    acting_user=request.user,
+                    amount=form.cleaned_data["amount"],
+                    reason=form.cleaned_data["reason"],
+                )
+            except BillingError as exc:
+                self._log_refusal(request, issue, exc, REFUND_REQUEST)
+                form_add_domain_error(form, exc)
+            else:
+                if refund.state == Refund.State.APPROVED:
+                    text = f"Refund #{refund.pk} of {refund.amount_display} is being made."
+                else:
+                    text = (
+                        f"Refund #{refund.pk} of {refund.amount_display} waits for an "
+                        "approver's decision."
+                    )
+                messages.success(request, text)
+                return HttpResponseRedirect(self._change_url(issue))
+        return self._render_step(
+            request,
+            issue,
+            REFUND_REQUEST,
+            form,
+            "refund.html",
+            refunds=selectors.refund_list(issue_id=issue.pk),
+            left=money.format_money(refunds.refund_left_minor(issue=issue), issue.currency),
+        )
+
+    def refund_approval_view(self, request, object_id, refund_id):
+        issue = (
+            selectors.charge_issue_list(queryset=self.get_queryset(request))
+            .filter(pk=object_id)
+            .first()
+        )
+        refund = Refund.objects.filter(pk=refund_id, issue_id=object_id).first()
+        if issue is None or refund is None:
+            self._audit_refused_refund_approval(request, refund_id, "other_space")
+            raise Http404
+        if not REFUND_APPROVAL.allowed(request.user):
+            self._audit_refused_refund_approval(request, refund_id, "wrong_role")
+            raise PermissionDenied
+        if refund.state not in REFUND_APPROVAL.states:
+            messages.error(
+                request,
+                f"Refund #{refund.pk} is “{refund.get_state_display()}”: there is nothing to "
+                "decide.",
+            )
+            return HttpResponseRedirect(self._change_url(issue))
+        form = RefundApprovalForm(request.POST if request.method == "POST" else None)
+        if form.is_valid():
+            comment = form.cleaned_data["comment"]
+            try:
+                if form.cleaned_data["decision"] == RefundApprovalForm.APPROVE:
+                    refunds.refund_approve(refund=refund, acting_user=request.user, comment=comment)
+                    text = f"Refund #{refund.pk} was approved and is being made."
+                else:
+                    refunds.refund_reject(refund=refund, acting_user=request.user, comment=comment)
+                    text = f"Refund #{refund.pk} was rejected."
+            except BillingError as exc:
+                # E.g. the four-eyes refusal, which the service has already audited.
+                self._log_refusal(request, issue, exc, REFUND_APPROVAL)
+                if exc.field in form.fields:
+                    form_add_domain_error(form, exc)
+                else:
+                    message_refusal(request, exc)
+                    return HttpResponseRedirect(self._change_url(issue))
+            else:
+                messages.success(request, text)
+                return HttpResponseRedirect(self._change_url(issue))
+        return self._render_step(
+            request,
+            issue,
+            REFUND_APPROVAL,
+            form,
+            "refund_approval.html",
+            refund=refund,
+            refund_events=selectors.refund_event_list(refund_id=refund.pk),
+        )
+
+    def _audit_refused_refund_approval(self, request, refund_id: int, reason: str) -> None:
+        # Like a refused charge approval: audited on the refund though the user never sees it.
+        if request.method == "POST" and Refund.objects.filter(pk=refund_id).exists():
+            refunds.refund_approval_refusal_record(
+                refund_id=refund_id, acting_user=request.user, code=reason
+            )
+
+
+class RefundEventInline(admin.TabularInline):
+    """A refund's history, oldest first. Only services write it."""
+
+    model = RefundEvent
+    verbose_name = "history entry"
+    verbose_name_plural = "history"
+    extra = 0
+    can_delete = False
+    ordering = ("created_at", "pk")
+    fields = ("created_at", "action", "actor_name", "from_state", "to_state", "comment")
+    readonly_fields = fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    def has_view_permission(self, request, obj=None):
+        return request.user.has_perm("billing.view_refund")
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description="user")
+    def actor_name(self, event):
+        return event.actor.get_username() if event.actor_id else "system"
+
+
+@admin.register(Refund)
+class RefundAdmin(ReadOnlyScopedAdmin):
+    """Refunds, to find those awaiting a decision; requested and decided on the charge's page."""
+
+    list_display = (
+        "id",
+        "issue_link",
+        "amount_display",
+        "state",
+        "requested_by",
+        "approved_by",
+        "created_at",
+    )
+    list_filter = ("state", ("space", SpaceScopedFieldListFilter), "created_at")
+    search_fields = ("issue__customer_name", "issue__customer_email", "provider_refund_id")
+    list_select_related = ("issue", "requested_by", "approved_by")
+    fields = (
+        "issue_link",
+        "amount_display",
+        "reason",
+        "state",
+        "requested_by",
+        "approved_by",
+        "approved_at",
+        "provider_payment_intent_id",
+        "provider_refund_id",
+        "failure_code",
+        "failure_message",
+        "created_at",
+        "updated_at",
+    )
+    readonly_fields = fields
+    inlines = [RefundEventInline]
+
+    @admin.display(description="charge")
+    def issue_link(self, refund):
+        url = reverse("admin:billing_chargeissue_change", args=[refund.issue_id])
+        return format_html('<a href="{}">{}</a>', url, refund.issue)
+
+    @admin.display(description="amount", ordering="amount_minor")
+    def amount_display(self, refund):
+        return refund.amount_display

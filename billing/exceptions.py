@@ -42,3 +42,16 @@ class SpaceMismatch(BillingError):
 
     code = "space_mismatch"
     message = "This card belongs to another customer or space; it cannot be charged here."
+
+
+class RefundAboveLeft(BillingError):
+    """A refund larger than what is left of the charge (refunded and pending ones counted)."""
+
+    code = "refund_above_left"
+    message = "This is more than can still be refunded."
+    field = "amount"
+
+
+class RefundSelfApprovalRefused(SelfApprovalRefused):
+    code = "refund_self_approval"
+    message = "You requested this refund, so someone else must approve it (four-eyes rule)."

@@ -88,3 +88,35 @@ class ChargeCancelForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
     )
+
+
+class RefundRequestForm(forms.Form):
+    """A refund of a succeeded charge: how much (in the charge's currency) and why."""
+
+    # Text, checked by money.to_minor in the service (see ChargeAmountEntryForm.amount).
+    amount = forms.CharField(
+        max_length=40,
+        strip=False,
+        help_text="In the charge's currency, e.g. 10.00 for part of a 49.90 EUR charge.",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off"}),
+    )
+    reason = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why the customer gets this money back (kept in the refund's history).",
+    )
+
+
+class RefundApprovalForm(forms.Form):
+    APPROVE = "approve"
+    REJECT = "reject"
+
+    # Set by the submit button pressed; the template renders the two buttons, not this field.
+    decision = forms.ChoiceField(
+        choices=[(APPROVE, "Approve"), (REJECT, "Reject")],
+        error_messages={"required": "Choose whether to approve or reject the refund."},
+    )
+    comment = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Required when you reject the refund: say why.",
+    )

@@ -76,6 +76,10 @@ class ChargeIssue(models.Model):
     failure_code = models.CharField(max_length=60, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
     hard_decline = models.BooleanField(default=False)
+    # The total of its succeeded refunds (Refund below). The state stays "succeeded": it says
+    # how the charge ended, and a refund is a movement of its own with its own state machine.
+    # db_default: the single-statement paths and SQL fills insert issues without it.
+    refunded_minor = models.BigIntegerField("refunded (minor units)", default=0, db_default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -95,6 +99,15 @@ class ChargeIssue(models.Model):
                 condition=Q(amount_minor__isnull=True) | Q(amount_minor__gt=0),
                 name="issue_amount_positive",
             ),
+            # The target of refunds' composite foreign key (a refund stays in its issue's space).
+            models.UniqueConstraint(fields=["id", "space"], name="uniq_issue_id_space"),
+            # Never more refunded than was charged (the refund service checks first, under the
+            # issue's lock; this is the database's last word).
+            models.CheckConstraint(
+                condition=Q(refunded_minor=0)
+                | Q(refunded_minor__gt=0, refunded_minor__lte=models.F("amount_minor")),
+                name="issue_refunded_within_amount",
+            ),
         ]
 
     def __str__(self):
@@ -112,6 +125,13 @@ class ChargeIssue(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    @property
+    def refunded_display(self) -> str:
+        if not self.refunded_minor:
+            return "—"
+        whole = " (in full)" if self.refunded_minor == self.amount_minor else " (partially)"
+        return f"{format_money(self.refunded_minor, self.currency)}{whole}"
 
 
 S = ChargeIssue.State
@@ -152,6 +172,101 @@ class ChargeIssueEvent(models.Model):
 
     def __str__(self):
         return f"{self.action} on #{self.issue_id}"
+
+
+class Refund(models.Model):
+    """A full or partial refund of a succeeded charge: requested by a clerk, approved by
+    someone else when above the space's refund threshold, made exactly once through payments'
+    money path (billing.charging.RefundCharge)."""
+
+    class State(models.TextChoices):
+        REQUESTED = "requested", "Requested"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        APPROVED = "approved", "Approved, to be refunded"
+        REFUNDING = "refunding", "Refunding"
+        SUCCEEDED = "succeeded", "Refunded"
+        FAILED = "failed", "Failed"
+        REJECTED = "rejected", "Rejected"
+
+    space = models.ForeignKey(Space, on_delete=models.PROTECT, related_name="refunds")
+    issue = models.ForeignKey(ChargeIssue, on_delete=models.PROTECT, related_name="refunds")
+    amount_minor = models.BigIntegerField("amount (minor units)")
+    currency = models.CharField(max_length=3)
+    reason = models.TextField()
+    state = models.CharField(
+        max_length=20, choices=State.choices, default=State.REQUESTED, db_index=True
+    )
+    # The charge's PaymentIntent, taken when the refund is requested.
+    provider_payment_intent_id = models.CharField(max_length=255)
+    provider_refund_id = models.CharField(max_length=255, blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    approved_at = models.DateTimeField(null=True, blank=True)
+    failure_code = models.CharField(max_length=60, blank=True)
+    failure_message = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_minor__gt=0), name="refund_amount_positive"),
+        ]
+
+    def __str__(self):
+        return f"Refund #{self.pk} of charge #{self.issue_id}"
+
+    @property
+    def amount_display(self) -> str:
+        return format_money(self.amount_minor, self.currency)
+
+    @property
+    def amount_local(self) -> str:
+        """The refunded amount as the customer reads it, in the active language."""
+        return format_money_local(self.amount_minor, self.currency)
+
+
+R = Refund.State
+
+# The one table of a refund's allowed state changes; services refuse anything else.
+REFUND_TRANSITIONS: dict[str, frozenset[str]] = {
+    # Above the space's threshold it waits for an approver; at or below it is approved by rule.
+    R.REQUESTED: frozenset({R.AWAITING_APPROVAL, R.APPROVED}),
+    R.AWAITING_APPROVAL: frozenset({R.APPROVED, R.REJECTED}),
+    R.APPROVED: frozenset({R.REFUNDING}),
+    R.REFUNDING: frozenset({R.SUCCEEDED, R.FAILED}),
+    R.SUCCEEDED: frozenset(),
+    R.FAILED: frozenset(),
+    R.REJECTED: frozenset(),
+}
+# What a refund holds of the charge until it ends: counted when refusing one above what is left.
+REFUND_OPEN_STATES = frozenset({R.REQUESTED, R.AWAITING_APPROVAL, R.APPROVED, R.REFUNDING})
+
+
+class RefundEvent(models.Model):
+    """Audit trail of a refund: who did what, when, from which state to which. Only services
+    write it, in the same transaction as the step."""
+
+    refund = models.ForeignKey(Refund, on_delete=models.CASCADE, related_name="events")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=40)
+    from_state = models.CharField(max_length=20, blank=True)
+    to_state = models.CharField(max_length=20, blank=True)
+    comment = models.TextField(blank=True)
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.action} on refund #{self.refund_id}"
 
 
 class ApiKey(models.Model):

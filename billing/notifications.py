@@ -7,7 +7,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
 from django.utils import translation
 
-from .models import ChargeIssue
+from .models import ChargeIssue, Refund
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,20 @@ def customer_outcome_send(*, issue_id: int) -> None:
     _send(
         template,
         {"issue": issue},
+        to=[issue.customer_email],
+        language=issue.customer.preferred_language,
+    )
+
+
+def refund_send(*, refund_id: int) -> None:
+    """A refund was made: tell the customer, in their language, how much and to which card."""
+    refund = Refund.objects.select_related("issue__space", "issue__customer").get(pk=refund_id)
+    if refund.state != Refund.State.SUCCEEDED:
+        return
+    issue = refund.issue
+    _send(
+        "refund",
+        {"issue": issue, "refund": refund},
         to=[issue.customer_email],
         language=issue.customer.preferred_language,
     )

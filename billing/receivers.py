@@ -7,7 +7,7 @@ from payments.attempts import register_owner
 from payments.models import ChargeAttempt
 from payments.signals import attempt_settled
 
-from . import services
+from . import refunds, services
 from .charging import ISSUE_CHARGE
 from .exceptions import NoChargeableCard
 from .models import ChargeIssue
@@ -15,8 +15,10 @@ from .signals import collection_started
 
 logger = logging.getLogger(__name__)
 
-# Issues charge through payments' one money path (billing/charging.py says how).
+# Issues charge, and refunds refund, through payments' one money path (billing/charging.py
+# and billing/refunds.py say how).
 register_owner(ISSUE_CHARGE)
+register_owner(refunds.REFUND_CHARGE)
 
 
 @receiver(card_registered, dispatch_uid="billing.start_issue_on_card_registered")
@@ -42,3 +44,12 @@ def issue_outcome_on_attempt_settled(sender, purpose, owner_id, status, **kwargs
     services.charge_issue_outcome_emails_dispatch(
         issue_id=owner_id, succeeded=status == ChargeAttempt.Status.SUCCEEDED
     )
+
+
+@receiver(attempt_settled, dispatch_uid="billing.refund_outcome_on_attempt_settled")
+def refund_outcome_on_attempt_settled(sender, purpose, owner_id, status, **kwargs):
+    # The refund's state, audit and outbound event are committed; the customer hears of a
+    # refund that succeeded (a failed one is for staff, who see it on the charge's page).
+    if purpose != refunds.REFUND_CHARGE.purpose or status != ChargeAttempt.Status.SUCCEEDED:
+        return
+    refunds.refund_customer_email_dispatch(refund_id=owner_id)

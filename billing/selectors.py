@@ -1,6 +1,8 @@
 from django.db.models import Q, QuerySet
 
-from .models import ChargeIssue, ChargeIssueEvent
+from payments.models import ChargeAttempt
+
+from .models import ChargeIssue, ChargeIssueEvent, Refund, RefundEvent
 
 
 def charge_issue_list(*, queryset: QuerySet[ChargeIssue] | None = None) -> QuerySet[ChargeIssue]:
@@ -24,4 +26,38 @@ def charge_issue_due_q(now) -> Q:
     come. (billing.charging.IssueCharge.DUE_SQL is the same rule for the single statement.)"""
     return Q(state=ChargeIssue.State.APPROVED) & (
         Q(charge_date__isnull=True) | Q(charge_date__lte=now)
+    )
+
+
+def charge_issue_paid_attempt(*, issue_id):
+    """The succeeded attempt that charged an issue: its own charge, or the charge-flow level
+    or payment link that collected it. None if no attempt of ours charged it."""
+    return (
+        ChargeAttempt.objects.filter(status=ChargeAttempt.Status.SUCCEEDED)
+        .exclude(purpose=ChargeAttempt.Purpose.REFUND)
+        .filter(
+            Q(charge_issue_id=issue_id)
+            | Q(flow_level__case__issue_id=issue_id)
+            | Q(payment_link__level__case__issue_id=issue_id)
+        )
+        .exclude(provider_payment_intent_id="")
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+
+
+def refund_list(*, issue_id) -> QuerySet[Refund]:
+    """An issue's refunds, newest first, with who requested and approved each."""
+    return (
+        Refund.objects.filter(issue_id=issue_id)
+        .select_related("requested_by", "approved_by")
+        .order_by("-created_at", "-pk")
+    )
+
+
+def refund_event_list(*, refund_id) -> QuerySet[RefundEvent]:
+    return (
+        RefundEvent.objects.filter(refund_id=refund_id)
+        .select_related("actor")
+        .order_by("created_at", "pk")
     )

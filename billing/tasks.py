@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from . import notifications, services
+from . import notifications, refunds, services
 
 
 @shared_task(name="billing.charge_issue_charge")
@@ -43,3 +43,23 @@ def charge_issue_customer_outcome_email(issue_id: int) -> None:
 )
 def charge_issue_staff_failure_email(issue_id: int) -> None:
     notifications.staff_failure_send(issue_id=issue_id)
+
+
+@shared_task(name="billing.refund_execute")
+def refund_execute(refund_id: int) -> bool:
+    return refunds.refund_execute(refund_id=refund_id) is not None
+
+
+@shared_task(name="billing.refunds_due_dispatch")
+def refunds_due_dispatch() -> int:
+    return refunds.refunds_due_dispatch()
+
+
+@shared_task(
+    name="billing.refund_customer_email",
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def refund_customer_email(refund_id: int) -> None:
+    notifications.refund_send(refund_id=refund_id)

@@ -33,6 +33,7 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
     readonly_fields = (
         "purpose",
         "charge_issue",
+        "refund",
         "space",
         "idempotency_key",
         "amount_minor",
@@ -42,6 +43,7 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
         "status",
         "provider_payment_intent_id",
         "provider_charge_id",
+        "provider_refund_id",
         "failure_code",
         "decline_code",
         "failure_message",

@@ -10,9 +10,10 @@
 - reconcile: an attempt whose outcome is unknown is looked up at the provider before anything
   may call again.
 
-An owner (an issue today; flow levels, payment links and recurring generations later) declares
-itself with an AttemptOwner registered at startup, and learns every final outcome through the
-one signal `attempt_settled`, sent on commit.
+An owner (an issue, a flow level, a payment link, a refund) declares itself with an
+AttemptOwner registered at startup, and learns every final outcome through the one signal
+`attempt_settled`, sent on commit. A refund owner (operation "refund") goes through the same
+four steps; only the provider call and the lookup of an unknown outcome differ.
 
 On PostgreSQL begin and record are each ONE statement (data-modifying CTEs that succeed or fail
 together), so a charge costs two round trips besides the provider call; elsewhere (SQLite in
@@ -63,6 +64,8 @@ class Snapshot:
     payment_method_id: str
     amount_minor: int
     currency: str
+    # A refund's snapshot: the charge's PaymentIntent it refunds (empty for charges).
+    payment_intent_id: str = ""
 
 
 class AttemptOwner(ABC):
@@ -96,6 +99,9 @@ class AttemptOwner(ABC):
     # card asking for 3-D Secure leaves the attempt processing until the page completes it
     # (or the reconciler finds it abandoned and records the failure).
     customer_present = False
+    # "charge": create and confirm a PaymentIntent; "refund": refund the snapshot's
+    # PaymentIntent by the snapshot's amount (ORM path only: single_statement must be False).
+    operation = "charge"
     claim_sql = ""
     claimed_sql = ""
     settled_sql = ""
@@ -207,6 +213,7 @@ def attempt_begin(*, owner: AttemptOwner, owner_id) -> ChargeAttempt | None:
             provider_payment_method_id=snapshot.payment_method_id,
             amount_minor=snapshot.amount_minor,
             currency=snapshot.currency,
+            provider_payment_intent_id=snapshot.payment_intent_id,
             idempotency_key=f"{owner.key_prefix}{snapshot.owner_id}",
             **{f"{owner.field}_id": snapshot.owner_id},
         )
@@ -222,20 +229,29 @@ def attempt_execute(*, attempt: ChargeAttempt) -> ChargeAttempt:
     unknown (network, timeout, 5xx) leaves the attempt `unknown` for the reconciler: it is never
     called again here."""
     owner = owner_for(attempt.purpose)
+    metadata = {
+        owner.metadata_key: str(attempt.owner_id),
+        "charge_attempt": str(attempt.pk),
+        "space": str(attempt.space_id),
+    }
     try:
-        result = gateway.payment_intent_charge_off_session(
-            customer_id=attempt.provider_customer_id,
-            payment_method_id=attempt.provider_payment_method_id,
-            amount_minor=attempt.amount_minor,
-            currency=attempt.currency,
-            idempotency_key=attempt.idempotency_key,
-            metadata={
-                owner.metadata_key: str(attempt.owner_id),
-                "charge_attempt": str(attempt.pk),
-                "space": str(attempt.space_id),
-            },
-            off_session=not owner.customer_present,
-        )
+        if owner.operation == "refund":
+            result = gateway.refund_create(
+                payment_intent_id=attempt.provider_payment_intent_id,
+                amount_minor=attempt.amount_minor,
+                idempotency_key=attempt.idempotency_key,
+                metadata=metadata,
+            )
+        else:
+            result = gateway.payment_intent_charge_off_session(
+                customer_id=attempt.provider_customer_id,
+                payment_method_id=attempt.provider_payment_method_id,
+                amount_minor=attempt.amount_minor,
+                currency=attempt.currency,
+                idempotency_key=attempt.idempotency_key,
+                metadata=metadata,
+                off_session=not owner.customer_present,
+            )
     except gateway.ProviderError as exc:
         logger.warning("charge attempt %s outcome unknown: %s", attempt.pk, exc.__class__.__name__)
         ChargeAttempt.objects.filter(pk=attempt.pk, status=Status.PENDING).update(
@@ -309,6 +325,7 @@ def attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> b
         "status": status,
         "provider_payment_intent_id": result.payment_intent_id,
         "provider_charge_id": result.charge_id,
+        "provider_refund_id": result.refund_id,
         "failure_code": "" if final and result.succeeded else result.failure_code,
         "decline_code": result.decline_code,
         "failure_message": result.message[:300],
@@ -373,7 +390,7 @@ def attempt_record(*, attempt: ChargeAttempt, result: gateway.ChargeResult) -> b
 def _kept_ids(values: dict) -> dict:
     """An outcome without provider ids (a call that failed before creating anything) keeps the
     ids an earlier recording or the webhook stored."""
-    ids = ("provider_payment_intent_id", "provider_charge_id")
+    ids = ("provider_payment_intent_id", "provider_charge_id", "provider_refund_id")
     return {k: v for k, v in values.items() if not (k in ids and not v)}
 
 
@@ -398,12 +415,30 @@ def attempt_record_from_provider(*, payment_intent: dict) -> bool | None:
     if str(metadata.get("charge_attempt", "")).isdigit():
         attempt = ChargeAttempt.objects.filter(pk=int(metadata["charge_attempt"])).first()
     if attempt is None and payment_intent.get("id"):
-        attempt = ChargeAttempt.objects.filter(
-            provider_payment_intent_id=payment_intent["id"]
-        ).first()
-    if attempt is None:
+        # A refund's attempt holds the PaymentIntent it refunds: never the charge's attempt.
+        attempt = (
+            ChargeAttempt.objects.filter(provider_payment_intent_id=payment_intent["id"])
+            .exclude(purpose=ChargeAttempt.Purpose.REFUND)
+            .first()
+        )
+    if attempt is None or attempt.purpose == ChargeAttempt.Purpose.REFUND:
         return None
     return attempt_record(attempt=attempt, result=gateway.charge_result_from(payment_intent))
+
+
+def attempt_record_refund_from_provider(*, refund: dict) -> bool | None:
+    """Settle the refund attempt a provider Refund (from a webhook) belongs to through the
+    same record step. None if it is not one of our refunds."""
+    metadata = refund.get("metadata") or {}
+    refunds = ChargeAttempt.objects.filter(purpose=ChargeAttempt.Purpose.REFUND)
+    attempt = None
+    if str(metadata.get("charge_attempt", "")).isdigit():
+        attempt = refunds.filter(pk=int(metadata["charge_attempt"])).first()
+    if attempt is None and refund.get("id"):
+        attempt = refunds.filter(provider_refund_id=refund["id"]).first()
+    if attempt is None:
+        return None
+    return attempt_record(attempt=attempt, result=gateway.refund_result_from(refund))
 
 
 # --- reconcile ----------------------------------------------------------------------------------
@@ -455,7 +490,14 @@ def attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
             if attempt is None:
                 continue
             try:
-                if attempt.status == Status.PROCESSING and attempt.provider_payment_intent_id:
+                if owner_for(attempt.purpose).operation == "refund":
+                    found = _refund_lookup(attempt)
+                    if found is not None and found.status == "processing":
+                        if attempt.status != Status.PROCESSING:
+                            attempt_record(attempt=attempt, result=found)
+                            settled += 1
+                        continue
+                elif attempt.status == Status.PROCESSING and attempt.provider_payment_intent_id:
                     found = gateway.payment_intent_retrieve(attempt.provider_payment_intent_id)
                     if found.status == "processing":
                         continue
@@ -482,3 +524,15 @@ def attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
                 attempt_execute(attempt=attempt)
             settled += 1
     return settled
+
+
+def _refund_lookup(attempt: ChargeAttempt) -> gateway.ChargeResult | None:
+    """What the provider holds for a refund attempt: its Refund by id once known, else the
+    PaymentIntent's refunds searched for the attempt's marker (None: no refund exists)."""
+    if attempt.provider_refund_id:
+        return gateway.refund_retrieve(attempt.provider_refund_id)
+    return gateway.refund_find(
+        payment_intent_id=attempt.provider_payment_intent_id,
+        metadata_key="charge_attempt",
+        metadata_value=str(attempt.pk),
+    )

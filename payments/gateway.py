@@ -246,6 +246,8 @@ class ChargeResult:
     decline_code: str = ""
     message: str = ""
     charge_id: str = ""
+    # Set for a refund's outcome (see refund_create): the provider's Refund id.
+    refund_id: str = ""
 
     @property
     def hard_decline(self) -> bool:
@@ -334,6 +336,81 @@ def payment_intent_client_secret(payment_intent_id: str) -> str:
 
 def payment_intent_retrieve(payment_intent_id: str) -> ChargeResult:
     return _charge_result(client().v1.payment_intents.retrieve(payment_intent_id).to_dict())
+
+
+# --- Refunds ----------------------------------------------------------------------------------
+
+
+def refund_result_from(obj: dict) -> ChargeResult:
+    """The outcome a provider Refund stands for, in the shape every attempt records: a refund
+    still `pending` (or `requires_action`) is "processing" and settles later (webhook or
+    reconciler); `failed` and `canceled` are failures."""
+    status = obj.get("status") or ""
+    intent = obj.get("payment_intent") or ""
+    if isinstance(intent, dict):
+        intent = intent.get("id") or ""
+    charge = obj.get("charge") or ""
+    if isinstance(charge, dict):
+        charge = charge.get("id") or ""
+    if status == "succeeded":
+        mapped, code = "succeeded", ""
+    elif status in {"pending", "requires_action"}:
+        mapped, code = "processing", ""
+    else:
+        mapped, code = "failed", obj.get("failure_reason") or f"refund_{status or 'failed'}"
+    return ChargeResult(
+        succeeded=mapped == "succeeded",
+        payment_intent_id=intent,
+        status=mapped,
+        failure_code=code,
+        message="" if mapped != "failed" else "The provider did not make the refund.",
+        charge_id=charge,
+        refund_id=obj.get("id") or "",
+    )
+
+
+def refund_create(
+    *, payment_intent_id: str, amount_minor: int, idempotency_key: str, metadata: dict[str, str]
+) -> ChargeResult:
+    """Refund part or all of a PaymentIntent's charge.
+
+    A refusal by the provider (an invalid request: already refunded, a failed payment) is a
+    result, not an exception: nothing was created. Anything else raised (network, timeout,
+    5xx) leaves the outcome unknown: the caller must reconcile before retrying.
+    """
+    try:
+        obj = client().v1.refunds.create(
+            params={
+                "payment_intent": payment_intent_id,
+                "amount": amount_minor,
+                "metadata": metadata,
+            },
+            options={"idempotency_key": idempotency_key},
+        )
+    except stripe.InvalidRequestError as exc:
+        return ChargeResult(
+            succeeded=False,
+            payment_intent_id=payment_intent_id,
+            status="failed",
+            failure_code=exc.code or "refund_refused",
+            message=(exc.user_message or "The provider refused the refund.")[:300],
+        )
+    return refund_result_from(obj.to_dict())
+
+
+def refund_retrieve(refund_id: str) -> ChargeResult:
+    return refund_result_from(client().v1.refunds.retrieve(refund_id).to_dict())
+
+
+def refund_find(*, payment_intent_id: str, metadata_key: str, metadata_value: str):
+    """The outcome of an earlier refund we may have made, found by its metadata marker among
+    the PaymentIntent's refunds. None if there is none, i.e. no money can have moved."""
+    refunds = client().v1.refunds.list(params={"payment_intent": payment_intent_id, "limit": 100})
+    for refund in refunds.auto_paging_iter():
+        obj = refund.to_dict()
+        if (obj.get("metadata") or {}).get(metadata_key) == metadata_value:
+            return refund_result_from(obj)
+    return None
 
 
 # --- Webhooks ---------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from django.db.models import Q
 from spaces.models import Space
 
 # Owner foreign keys of an attempt, one per kind of owner. A new owner (a charge-flow level, a
-# payment link, a recurring generation, a refund) adds its field here and to the check below
-# when its model exists. String references: payments never imports the rooms above it.
-OWNER_FIELDS = ("charge_issue", "flow_level", "payment_link")
+# payment link, a recurring generation) adds its field here and to the check below when its
+# model exists. String references: payments never imports the rooms above it.
+OWNER_FIELDS = ("charge_issue", "flow_level", "payment_link", "refund")
 
 
 def _exactly_one_owner() -> Q:
@@ -27,6 +27,10 @@ def _exactly_one_owner() -> Q:
 
 class ChargeAttempt(models.Model):
     """One provider charge, committed with its idempotency key before the provider is called.
+
+    A refund (purpose REFUND, owner `refund`) is an attempt too, moving money the other way:
+    provider_payment_intent_id is then the charge's PaymentIntent being refunded (part of the
+    snapshot), and provider_refund_id the provider's Refund once it exists.
 
     What is charged is a snapshot taken when the attempt begins, so a later change of the
     owner (a new card, an edited amount) can never change a charge already under way.
@@ -70,6 +74,14 @@ class ChargeAttempt(models.Model):
         on_delete=models.PROTECT,
         related_name="attempts",
     )
+    # Exactly one attempt per refund (its idempotency key is the refund's as well).
+    refund = models.OneToOneField(
+        "billing.Refund",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="attempt",
+    )
     provider_customer_id = models.CharField(max_length=255)
     provider_payment_method_id = models.CharField(max_length=255)
     amount_minor = models.BigIntegerField()
@@ -78,6 +90,8 @@ class ChargeAttempt(models.Model):
     status = models.CharField(max_length=12, choices=Status.choices, default=Status.PENDING)
     provider_payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
     provider_charge_id = models.CharField(max_length=255, blank=True)
+    # db_default: the single-statement begin (attempts.BEGIN_SQL) inserts without it.
+    provider_refund_id = models.CharField(max_length=255, blank=True, default="", db_default="")
     failure_code = models.CharField(max_length=60, blank=True)
     decline_code = models.CharField(max_length=60, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
@@ -92,6 +106,12 @@ class ChargeAttempt(models.Model):
                 fields=["created_at"],
                 condition=Q(status__in=["pending", "processing", "unknown"]),
                 name="attempt_unsettled",
+            ),
+            # Refund webhooks find their attempt by the provider's refund id.
+            models.Index(
+                fields=["provider_refund_id"],
+                condition=~Q(provider_refund_id=""),
+                name="attempt_provider_refund",
             ),
         ]
         constraints = [

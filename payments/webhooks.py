@@ -45,8 +45,10 @@ PAYMENT_METHOD_EVENTS = {
     "payment_method.updated",
     "payment_method.automatically_updated",
 }
-# Recorded only: refunds do not exist yet, so there is nothing of ours to change.
-RECORDED_ONLY_EVENTS = {"charge.refunded"}
+# Refunds settle their attempts through the same record step: charge.refunded carries the
+# charge with its refunds (when the API version lists them), the others one Refund each.
+CHARGE_REFUNDED = "charge.refunded"
+REFUND_EVENTS = {"charge.refund.updated", "refund.created", "refund.updated", "refund.failed"}
 
 
 @csrf_exempt
@@ -135,7 +137,13 @@ def _handle(event_type: str, obj: dict) -> None:
         attempts.attempt_record_from_provider(payment_intent=obj)
     elif event_type in PAYMENT_METHOD_EVENTS:
         provider_event_received.send(sender=ProviderEvent, event_type=event_type, obj=obj)
-    # charge.refunded and anything else: stored and marked processed, nothing to change.
+    elif event_type == CHARGE_REFUNDED:
+        for refund in (obj.get("refunds") or {}).get("data") or []:
+            if isinstance(refund, dict):
+                attempts.attempt_record_refund_from_provider(refund=refund)
+    elif event_type in REFUND_EVENTS:
+        attempts.attempt_record_refund_from_provider(refund=obj)
+    # Anything else: stored and marked processed, nothing to change.
 
 
 def provider_events_retry() -> int:

@@ -123,10 +123,10 @@ class SpaceEventInline(admin.TabularInline):
     """Changes to settings no one can read back (the webhook secret). Only services write it."""
 
     model = SpaceEvent
-    verbose_name_plural = "history of the webhook secret"
+    verbose_name_plural = "history of the webhook secret and the refund threshold"
     extra = 0
     can_delete = False
-    fields = ("created_at", "action", "actor")
+    fields = ("created_at", "action", "actor", "detail")
     readonly_fields = fields
 
     def has_view_permission(self, request, obj=None):
@@ -155,6 +155,13 @@ class SpaceAdmin(SpaceScopedHistoryAdmin):
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
+        if "refund_threshold_minor" in form.changed_data:
+            # The admin's change form is one transaction: the audit row commits with the value.
+            services.space_refund_threshold_changed(
+                space=obj,
+                acting_user=request.user,
+                before=form.initial.get("refund_threshold_minor") if change else None,
+            )
         url_is_new = "webhook_url" in form.changed_data and obj.webhook_url
         if change and url_is_new and not form.initial.get("webhook_url"):
             # A first webhook URL gets a fresh secret, shown now: the one made with the space

@@ -49,6 +49,16 @@ class Space(models.Model):
         "(1000000 = 10,000.00 EUR, or 1,000,000 JPY), for every currency without its own "
         "maximum below.",
     )
+    refund_threshold_minor = models.BigIntegerField(
+        "refunds without approval up to (minor units)",
+        default=0,
+        # Rows written without it (older migrations' states, SQL fills) get the safe default.
+        db_default=0,
+        validators=[MinValueValidator(0)],
+        help_text="Refunds up to this amount, in minor units of the space's default currency "
+        "(5000 = 50.00 EUR), are made at once; larger ones, and every refund in another "
+        "currency, wait for an approver who did not request them. 0: every refund waits.",
+    )
     webhook_url = models.URLField(
         blank=True,
         validators=[validate_webhook_url],
@@ -81,6 +91,9 @@ class Space(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(webhook_secret=""), name="space_webhook_secret_set"
+            ),
+            models.CheckConstraint(
+                condition=Q(refund_threshold_minor__gte=0), name="space_refund_threshold_ge_0"
             ),
         ]
 
@@ -123,10 +136,12 @@ class SpaceChargeLimit(models.Model):
 
 class SpaceEvent(models.Model):
     """Audit trail of changes to a space's settings that staff cannot see afterwards (the
-    webhook secret): who, when, what. Written by services in the same transaction."""
+    webhook secret) or that decide who must approve money moving (the refund threshold): who,
+    when, what. Written by services in the same transaction."""
 
     class Action(models.TextChoices):
         WEBHOOK_SECRET_ROTATED = "webhook_secret_rotated", "Webhook secret rotated"
+        REFUND_THRESHOLD_CHANGED = "refund_threshold_changed", "Refund threshold changed"
 
     space = models.ForeignKey(Space, on_delete=models.CASCADE, related_name="events")
     action = models.CharField(max_length=40, choices=Action.choices)

@@ -23,7 +23,11 @@ _CARDS_READ = {
     "cards.view_cardevent",
 }
 
-_BILLING_READ = {"billing.view_chargeissue", "payments.view_chargeattempt"}
+_BILLING_READ = {
+    "billing.view_chargeissue",
+    "billing.view_refund",
+    "payments.view_chargeattempt",
+}
 
 # Collections of failed charges: see the case, and act on it (next level now, cancel, new
 # recipient, copy the payment link).

@@ -60,3 +60,18 @@ def space_webhook_secret_rotate(*, space: Space, acting_user) -> tuple[Space, st
             actor=acting_user,
         )
     return space, secret
+
+
+def space_refund_threshold_changed(*, space: Space, acting_user, before: int | None) -> None:
+    """Audit a new refund threshold (up to which refunds need no approver): who set it from
+    what to what. Called in the transaction that saved it (the admin's change form)."""
+    SpaceEvent.objects.create(
+        space=space,
+        action=SpaceEvent.Action.REFUND_THRESHOLD_CHANGED,
+        actor=acting_user,
+        detail={
+            "before": before,
+            "after": space.refund_threshold_minor,
+            "currency": space.default_currency,
+        },
+    )

@@ -232,6 +232,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.charge_issues_due_dispatch",
         "schedule": 60.0,
     },
+    "billing-refunds-due": {
+        "task": "billing.refunds_due_dispatch",
+        "schedule": 60.0,
+    },
     "billing-reconcile-attempts": {
         "task": "payments.charge_attempts_reconcile",
         "schedule": 120.0,

@@ -77,6 +77,7 @@ def test_space_admin_can_rename_their_space_but_not_another(client, two_spaces):
         "slug": "alpha",
         "default_currency": "EUR",
         "max_charge_minor": 1000000,
+        "refund_threshold_minor": 0,
         **NO_INLINE_ROWS,
     }
 
@@ -96,3 +97,34 @@ def test_user_without_membership_sees_no_space(client, two_spaces):
     response = client.get(reverse("admin:spaces_space_changelist"))
 
     assert list(response.context["cl"].result_list) == []
+
+
+def test_a_new_refund_threshold_is_audited_with_who_changed_it_from_what(client, two_spaces):
+    from spaces.models import SpaceEvent
+
+    alpha, _ = two_spaces
+    admin = StaffUserFactory(username="admin1", role=ADMIN, spaces=[alpha])
+    client.force_login(admin)
+    url = reverse("admin:spaces_space_change", args=[alpha.pk])
+    data = {
+        "name": "Alpha Shop",
+        "slug": "alpha",
+        "default_currency": "EUR",
+        "max_charge_minor": 1000000,
+        **NO_INLINE_ROWS,
+    }
+
+    refused = client.post(url, {**data, "refund_threshold_minor": -1})
+    assert (
+        refused.status_code == 200
+        and "refund_threshold_minor" in refused.context["adminform"].form.errors
+    )
+    assert client.post(url, {**data, "refund_threshold_minor": 2500}).status_code == 302
+    assert (
+        client.post(url, {**data, "refund_threshold_minor": 2500, "name": "A"}).status_code == 302
+    )
+
+    assert Space.objects.get(pk=alpha.pk).refund_threshold_minor == 2500
+    [event] = SpaceEvent.objects.filter(space=alpha, action="refund_threshold_changed")
+    assert event.actor == admin
+    assert event.detail == {"before": 0, "after": 2500, "currency": "EUR"}

@@ -37,6 +37,7 @@ def form(space, *, limits=(), **changes):
         "slug": space.slug,
         "default_currency": space.default_currency,
         "max_charge_minor": space.max_charge_minor,
+        "refund_threshold_minor": space.refund_threshold_minor,
         "public_card_registration": "on",
         "webhook_url": space.webhook_url,
         "charge_limits-TOTAL_FORMS": len(limits),

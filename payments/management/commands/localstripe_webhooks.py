@@ -9,7 +9,12 @@ import requests
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from payments.webhooks import PAYMENT_INTENT_EVENTS, PAYMENT_METHOD_EVENTS, RECORDED_ONLY_EVENTS
+from payments.webhooks import (
+    CHARGE_REFUNDED,
+    PAYMENT_INTENT_EVENTS,
+    PAYMENT_METHOD_EVENTS,
+    REFUND_EVENTS,
+)
 
 
 class Command(BaseCommand):
@@ -19,7 +24,9 @@ class Command(BaseCommand):
         parser.add_argument("url", help="Our endpoint, e.g. http://127.0.0.1:8000/webhooks/stripe")
 
     def handle(self, *args, url, **options):
-        events = sorted(PAYMENT_INTENT_EVENTS | PAYMENT_METHOD_EVENTS | RECORDED_ONLY_EVENTS)
+        events = sorted(
+            PAYMENT_INTENT_EVENTS | PAYMENT_METHOD_EVENTS | REFUND_EVENTS | {CHARGE_REFUNDED}
+        )
         try:
             response = requests.post(
                 f"{settings.STRIPE_API_BASE.rstrip('/')}/_config/webhooks/backoffice",
