@@ -3,6 +3,7 @@ import hashlib
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from cards.models import CardEvent, Customer, PaymentCard
 from core.history import history_records
@@ -93,6 +94,15 @@ class ChargeIssue(models.Model):
             models.Index(
                 fields=["charge_date"], condition=Q(state="approved"), name="issue_due_to_charge"
             ),
+            # The admin list's order (read backwards for newest first): a page, the 50th too,
+            # is read off the index instead of sorting every issue of the space.
+            models.Index(fields=["created_at", "id"], name="issue_created"),
+            # The admin search's exact matches (billing.selectors.charge_issue_search); the
+            # customer's name has a trigram index on PostgreSQL (migration 0006).
+            models.Index(Upper("customer_email"), name="issue_customer_email_upper"),
+            models.Index(fields=["external_reference"], name="issue_external_reference"),
+            models.Index(fields=["provider_customer_id"], name="issue_provider_customer"),
+            models.Index(fields=["card_last4"], name="issue_card_last4"),
         ]
         constraints = [
             models.CheckConstraint(

@@ -1,5 +1,7 @@
 from django.db.models import Q, QuerySet
 
+from cards.models import Customer
+from core.search import RELATED_LIMIT, all_terms, is_last4, search_id
 from payments.models import ChargeAttempt
 
 from .models import ChargeIssue, ChargeIssueEvent, Refund, RefundEvent
@@ -61,3 +63,43 @@ def refund_event_list(*, refund_id) -> QuerySet[RefundEvent]:
         .select_related("actor")
         .order_by("created_at", "pk")
     )
+
+
+def charge_issue_search(*, queryset: QuerySet[ChargeIssue], text: str) -> QuerySet[ChargeIssue]:
+    """Issues matching every word of `text`, each word by any of: the issue's number, its
+    reference, the customer's email (any case), number or provider id, the card's last 4, the
+    provider payment intent of its charge, or a part of the customer's name.
+
+    Exact matches on indexed columns of the issue itself, and the name by a trigram index on
+    PostgreSQL, so a search costs a few index scans at any number of issues (core.search).
+    """
+    condition = all_terms(text, charge_issue_term)
+    return queryset if condition is None else queryset.filter(condition)
+
+
+def charge_issue_term(term: str) -> Q:
+    """One word of an issue search (also used by the lists of rows that belong to an issue)."""
+    match = (
+        Q(customer_name__icontains=term)
+        | Q(customer_email__iexact=term)
+        | Q(external_reference=term)
+        | Q(provider_customer_id=term)
+    )
+    if (pk := search_id(term)) is not None:
+        match |= Q(pk=pk)
+    if is_last4(term):
+        match |= Q(card_last4=term)
+    # Looked up first: a join or subquery inside the OR would make PostgreSQL read every issue.
+    customers = list(
+        Customer.objects.filter(external_number=term).values_list("pk", flat=True)[:RELATED_LIMIT]
+    )
+    if customers:
+        match |= Q(customer_id__in=customers)
+    charged = list(
+        ChargeAttempt.objects.filter(
+            provider_payment_intent_id=term, charge_issue__isnull=False
+        ).values_list("charge_issue_id", flat=True)[:RELATED_LIMIT]
+    )
+    if charged:
+        match |= Q(pk__in=charged)
+    return match

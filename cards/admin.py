@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
-from django.db.models import Count
+from django.db.models import Count, IntegerField, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 
 from core.errors import DomainError, message_refusal
 from spaces.admin import (
@@ -8,7 +9,7 @@ from spaces.admin import (
     SpaceScopedHistoryAdmin,
 )
 
-from . import services
+from . import selectors, services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard, SepaDebitMethod
 
 
@@ -64,7 +65,23 @@ class CustomerAdmin(SpaceScopedHistoryAdmin):
     actions = ["send_registration_link", "start_charge"]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(card_count=Count("cards", distinct=True))
+        # A subquery per listed customer, not a GROUP BY over every customer of the space.
+        cards = (
+            PaymentCard.objects.filter(customer=OuterRef("pk"))
+            .order_by()
+            .values("customer")
+            .annotate(count=Count("pk"))
+            .values("count")
+        )
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(card_count=Coalesce(Subquery(cards), 0, output_field=IntegerField()))
+        )
+
+    def get_search_results(self, request, queryset, search_term):
+        # Indexed lookups, not Django's LIKE '%…%' on every search field (core.search).
+        return selectors.customer_search(queryset=queryset, text=search_term), False
 
     def save_model(self, request, obj, form, change):
         # An edit goes through the service: a new external number moves the cards' lookup keys
@@ -158,6 +175,10 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "lookup_key",
         "created_at",
     )
+
+    def get_search_results(self, request, queryset, search_term):
+        # Indexed lookups, not Django's LIKE '%…%' on every search field (core.search).
+        return selectors.payment_card_search(queryset=queryset, text=search_term), False
 
 
 @admin.register(CardInvitation)

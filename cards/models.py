@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from core.history import history_records
 from spaces.models import Space
@@ -81,7 +82,14 @@ class Customer(models.Model):
             # migrations/0002.
             models.UniqueConstraint(fields=["id", "space"], name="uniq_customer_id_space"),
         ]
-        indexes = [models.Index(fields=["space", "email"])]
+        indexes = [
+            models.Index(fields=["space", "email"]),
+            # The admin list's order, and its search (cards.selectors.customer_search); the
+            # name has a trigram index on PostgreSQL (migration 0009).
+            models.Index(fields=["name", "id"], name="customer_name_order"),
+            models.Index(Upper("email"), name="customer_email_upper"),
+            models.Index(fields=["external_number"], name="customer_external_number"),
+        ]
 
     def __str__(self):
         return f"{self.name} <{self.email}>"
@@ -147,7 +155,12 @@ class PaymentCard(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        indexes = [models.Index(fields=["customer", "lookup_key"], name="paymentcard_lookup_key")]
+        indexes = [
+            models.Index(fields=["customer", "lookup_key"], name="paymentcard_lookup_key"),
+            # The admin list's order (newest first) and its search by last 4.
+            models.Index(fields=["created_at", "id"], name="paymentcard_created"),
+            models.Index(fields=["last4"], name="paymentcard_last4"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["customer"],

@@ -255,6 +255,10 @@ class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
     inlines = [CaseEventInline]
     change_form_template = "admin/chargeflows/chargeflowcase/change_form.html"
 
+    def get_search_results(self, request, queryset, search_term):
+        # Indexed lookups, not Django's LIKE '%…%' on every search field (core.search).
+        return selectors.case_search(queryset=queryset, text=search_term), False
+
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["timeline"] = selectors.case_timeline(case=obj)

@@ -208,6 +208,8 @@ class ChargeFlowCase(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+        # The admin list's order (read backwards for newest first).
+        indexes = [models.Index(fields=["created_at", "id"], name="flowcase_created")]
 
     def __str__(self):
         return f"Collection of charge #{self.issue_id}"

@@ -2,7 +2,10 @@ from datetime import date
 
 from django.db.models import Prefetch, Q, QuerySet
 
+from billing.models import ChargeIssue
+from billing.selectors import charge_issue_term
 from cards.models import PaymentCard, SepaDebitMethod
+from core.search import all_terms
 from payments.models import ChargeAttempt
 
 from .models import (
@@ -132,3 +135,15 @@ def level_payment_method(
 def payment_link_attempt(*, link: ChargeFlowLevelPaymentLink) -> ChargeAttempt | None:
     """The one charge of a link's payment page, if the customer has paid (or tried)."""
     return ChargeAttempt.objects.filter(payment_link=link).select_related("payment_link").first()
+
+
+def case_search(*, queryset: QuerySet[ChargeFlowCase], text: str) -> QuerySet[ChargeFlowCase]:
+    """Collections matching every word of `text`: the recipient's email (any case), or the
+    charging issue found as in billing's issue search (number, reference, customer...)."""
+
+    def term_match(term: str) -> Q:
+        issues = ChargeIssue.objects.filter(charge_issue_term(term)).values("pk")
+        return Q(recipient_email__iexact=term) | Q(issue__in=issues)
+
+    condition = all_terms(text, term_match)
+    return queryset if condition is None else queryset.filter(condition)

@@ -113,6 +113,8 @@ class ChargeAttempt(models.Model):
                 condition=~Q(provider_refund_id=""),
                 name="attempt_provider_refund",
             ),
+            # The admin search (payments.selectors.charge_attempt_search).
+            models.Index(fields=["provider_customer_id"], name="attempt_provider_customer"),
         ]
         constraints = [
             models.CheckConstraint(condition=_exactly_one_owner(), name="attempt_one_owner"),

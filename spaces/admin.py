@@ -54,6 +54,9 @@ class SpaceScopedAdminMixin(ObjectIdAdminMixin):
     """
 
     space_field: str | None = "space"
+    # The list counts only the rows it shows ("3 of …" needs a second COUNT over every row
+    # of the table, 2 × 0.1 s and more at a million charges).
+    show_full_result_count = False
 
     def get_queryset(self, request):
         queryset = super().get_queryset(request)

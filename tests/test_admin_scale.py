@@ -1,0 +1,306 @@
+"""The admin lists at scale (issue 12 §8): a fixed number of queries whatever the number of
+rows, searches answered by indexed lookups, one COUNT per page, a space filter read from the
+spaces table, and the indexes the lists rely on. Timings live in bench/admin_scale.py."""
+
+from datetime import date
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from billing.models import ChargeIssue, ChargeIssueEvent
+from billing.selectors import charge_issue_search
+from cards.models import Customer, PaymentCard
+from cards.selectors import customer_search
+from chargeflows.models import ChargeFlow, ChargeFlowCase
+from payments.models import ChargeAttempt
+from recurring.models import RecurringLine
+from spaces.roles import ADMIN
+from tests.factories import SpaceFactory, StaffUserFactory
+
+pytestmark = pytest.mark.django_db
+
+CHANGELISTS = [
+    "admin:billing_chargeissue_changelist",
+    "admin:payments_chargeattempt_changelist",
+    "admin:cards_customer_changelist",
+    "admin:cards_paymentcard_changelist",
+    "admin:chargeflows_chargeflowcase_changelist",
+    "admin:chargeflows_chargeflowlevelconfiguration_changelist",
+    "admin:recurring_recurringline_changelist",
+    "admin:recurring_linemissingcard_changelist",
+]
+ISSUES = "admin:billing_chargeissue_changelist"
+
+
+def _fill(space, count: int, *, start: int = 0) -> list[ChargeIssue]:
+    """`count` customers, each with a card, a charged issue with two history events, an
+    attempt, a collection case and a recurring line (bulk inserts, as many rows as asked)."""
+    numbers = range(start, start + count)
+    customers = Customer.objects.bulk_create(
+        Customer(
+            space=space,
+            name=f"Erika Muster{n}",
+            email=f"Erika.Muster{n}@Example.test",
+            external_number=f"K{n:07d}",
+            provider_customer_id=f"cus_scale{n}",
+        )
+        for n in numbers
+    )
+    cards = PaymentCard.objects.bulk_create(
+        PaymentCard(
+            space=space,
+            customer=customer,
+            provider_payment_method_id=f"pm_scale{n}",
+            brand="Visa",
+            last4=f"{n:04d}"[-4:],
+            exp_month=6,
+            exp_year=2034,
+        )
+        for n, customer in zip(numbers, customers, strict=True)
+    )
+    issues = ChargeIssue.objects.bulk_create(
+        ChargeIssue(
+            space=space,
+            customer=card.customer,
+            card=card,
+            source=ChargeIssue.Source.API,
+            external_reference=f"ORD-{n:06d}",
+            customer_name=card.customer.name,
+            customer_email=card.customer.email,
+            provider_customer_id=card.customer.provider_customer_id,
+            card_last4=card.last4,
+            amount_minor=1000 + n,
+            currency="EUR",
+            state=ChargeIssue.State.COLLECTING,
+        )
+        for n, card in zip(numbers, cards, strict=True)
+    )
+    ChargeIssueEvent.objects.bulk_create(
+        ChargeIssueEvent(issue=issue, action=action, to_state=issue.state)
+        for issue in issues
+        for action in ("started", "charge_result")
+    )
+    ChargeAttempt.objects.bulk_create(
+        ChargeAttempt(
+            space=space,
+            purpose=ChargeAttempt.Purpose.ISSUE_CHARGE,
+            charge_issue=issue,
+            provider_customer_id=issue.provider_customer_id,
+            provider_payment_method_id=issue.card.provider_payment_method_id,
+            amount_minor=issue.amount_minor,
+            currency="EUR",
+            idempotency_key=f"issue-{issue.pk}",
+            status=ChargeAttempt.Status.FAILED,
+            provider_payment_intent_id=f"pi_scale{n}",
+        )
+        for n, issue in zip(numbers, issues, strict=True)
+    )
+    flow = ChargeFlow.objects.filter(space=space).first()
+    ChargeFlowCase.objects.bulk_create(
+        ChargeFlowCase(space=space, issue=issue, flow=flow, recipient_email=issue.customer_email)
+        for issue in issues
+    )
+    RecurringLine.objects.bulk_create(
+        RecurringLine(
+            space=space,
+            customer=card.customer,
+            card=card if n % 2 else None,
+            card_lookup_key="" if n % 2 else card.customer.external_number,
+            description="Monthly box",
+            amount_minor=1990,
+            currency="EUR",
+            charge_date=date(2030, 1, 1 + n % 28),
+        )
+        for n, card in zip(numbers, cards, strict=True)
+    )
+    return issues
+
+
+@pytest.fixture
+def space():
+    return SpaceFactory(name="Shop", slug="shop")
+
+
+@pytest.fixture
+def other():
+    """Another space with rows of its own, which the space's staff never see."""
+    other = SpaceFactory(name="Other", slug="other")
+    _fill(other, 3, start=9000)
+    return other
+
+
+@pytest.fixture
+def staff(space):
+    return StaffUserFactory(username="scale-admin", role=ADMIN, spaces=[space])
+
+
+@pytest.fixture
+def root():
+    return StaffUserFactory(username="scale-root", is_superuser=True)
+
+
+def _queries(client, url, **params) -> tuple[list[str], object]:
+    with CaptureQueriesContext(connection) as captured:
+        response = client.get(url, params)
+    assert response.status_code == 200, url
+    return [query["sql"] for query in captured.captured_queries], response
+
+
+@pytest.mark.parametrize("user", ["staff", "root"])
+def test_every_list_costs_the_same_queries_for_3_and_40_rows(client, request, space, other, user):
+    client.force_login(request.getfixturevalue(user))
+    _fill(space, 3)
+    urls = [reverse(name) for name in CHANGELISTS]
+    for url in urls:
+        client.get(url)  # warm the caches (content types, session) out of the count
+    few = {url: len(_queries(client, url)[0]) for url in urls}
+    few_search = len(_queries(client, reverse(ISSUES), q="erika ORD-000001")[0])
+
+    _fill(space, 37, start=100)
+    many = {url: len(_queries(client, url)[0]) for url in urls}
+    sql, search = _queries(client, reverse(ISSUES), q="erika ORD-000001")
+
+    assert many == few
+    assert len(sql) == few_search
+    assert [i.external_reference for i in search.context["cl"].result_list] == ["ORD-000001"]
+
+
+def test_issue_search_finds_by_email_reference_provider_ids_number_and_name(
+    client, space, other, staff
+):
+    issues = _fill(space, 12)
+    target = issues[7]
+    client.force_login(staff)
+    url = reverse(ISSUES)
+
+    def found(term):
+        return [i.pk for i in client.get(url, {"q": term}).context["cl"].result_list]
+
+    assert found("erika.muster7@example.TEST") == [target.pk]  # the email in any case
+    assert found("ORD-000007") == [target.pk]
+    assert found("cus_scale7") == [target.pk]  # provider customer id
+    assert found("pi_scale7") == [target.pk]  # the provider payment intent of its charge
+    assert found("K0000007") == [target.pk]  # the customer's number
+    assert found(str(target.pk)) == [target.pk]
+    assert found("0007") == [target.pk]  # the card's last 4
+    assert found("muster7") == [target.pk]  # a part of the name
+    assert found("Erika muster1") == [issues[11].pk, issues[10].pk, issues[1].pk]
+    # Another space's issue is never found, even by its own reference.
+    assert found("ORD-009000") == []
+
+
+def test_other_lists_search_by_their_indexed_columns(client, space, other, staff):
+    issues = _fill(space, 12)
+    client.force_login(staff)
+
+    def found(name, term):
+        response = client.get(reverse(name), {"q": term})
+        return [str(row) for row in response.context["cl"].result_list]
+
+    customer = issues[3].customer
+    assert found("admin:cards_customer_changelist", "ERIKA.MUSTER3@example.test") == [str(customer)]
+    assert found("admin:cards_customer_changelist", "K0000003") == [str(customer)]
+    assert found("admin:cards_customer_changelist", "0003") == [str(customer)]
+    assert found("admin:cards_paymentcard_changelist", "erika.muster3@example.test") == [
+        str(issues[3].card)
+    ]
+    assert found("admin:payments_chargeattempt_changelist", "pi_scale3") == [str(issues[3].attempt)]
+    assert found("admin:payments_chargeattempt_changelist", "cus_scale3") == [
+        str(issues[3].attempt)
+    ]
+    assert found("admin:chargeflows_chargeflowcase_changelist", "ORD-000003") == [
+        str(issues[3].flow_case)
+    ]
+    assert found("admin:chargeflows_chargeflowcase_changelist", "ORD-009000") == []
+
+
+def test_a_list_counts_only_its_own_rows(client, space, other, staff):
+    _fill(space, 3)
+    client.force_login(staff)
+    for name in CHANGELISTS:
+        model_admin = admin.site._registry[_model_of(name)]
+        assert model_admin.show_full_result_count is False, name
+
+    sql, response = _queries(client, reverse(ISSUES), state__exact="collecting")
+
+    changelist = response.context["cl"]
+    assert changelist.result_count == 3 and changelist.full_result_count is None
+    assert len([q for q in sql if "COUNT(" in q.upper()]) == 1
+
+
+def _model_of(url_name: str):
+    app_label, model_name = url_name.removeprefix("admin:").removesuffix("_changelist").split("_")
+    return next(
+        model
+        for model in admin.site._registry
+        if (model._meta.app_label, model._meta.model_name) == (app_label, model_name)
+    )
+
+
+def test_the_space_filter_lists_the_users_spaces_from_the_spaces_table(client, space, other):
+    _fill(space, 3)
+    second = SpaceFactory(name="Second", slug="second")
+    client.force_login(StaffUserFactory(role=ADMIN, spaces=[space, second]))
+
+    sql, response = _queries(client, reverse(ISSUES))
+
+    (space_filter,) = [f for f in response.context["cl"].filter_specs if f.title == "space"]
+    assert [label for _, label in space_filter.lookup_choices] == ["Second", "Shop"]
+    assert not [q for q in sql if "DISTINCT" in q.upper() and "billing_chargeissue" in q]
+
+
+@pytest.mark.parametrize(
+    ("table", "name", "columns"),
+    [
+        ("billing_chargeissue", "issue_created", ["created_at", "id"]),
+        ("billing_chargeissue", "issue_external_reference", ["external_reference"]),
+        ("billing_chargeissue", "issue_provider_customer", ["provider_customer_id"]),
+        ("billing_chargeissue", "issue_card_last4", ["card_last4"]),
+        ("billing_chargeissue", "issue_customer_email_upper", None),
+        ("billing_chargeissue", "issue_customer_name_trgm", None),
+        ("payments_chargeattempt", "attempt_provider_customer", ["provider_customer_id"]),
+        ("cards_customer", "customer_name_order", ["name", "id"]),
+        ("cards_customer", "customer_email_upper", None),
+        ("cards_customer", "customer_external_number", ["external_number"]),
+        ("cards_customer", "customer_name_trgm", None),
+        ("cards_paymentcard", "paymentcard_created", ["created_at", "id"]),
+        ("cards_paymentcard", "paymentcard_last4", ["last4"]),
+        ("chargeflows_chargeflowcase", "flowcase_created", ["created_at", "id"]),
+    ],
+)
+def test_the_lists_indexes_exist(table, name, columns):
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, table)
+    assert name in constraints and constraints[name]["index"]
+    if columns is not None:
+        assert constraints[name]["columns"] == columns
+    if name.endswith("_trgm"):
+        assert constraints[name]["type"] == "gin"
+
+
+def _plan(queryset) -> str:
+    # With sequential scans priced out, the plan shows whether an index can answer the query
+    # at all (on a table this small PostgreSQL would rightly scan instead).
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+    return queryset.explain()
+
+
+def test_the_list_order_and_the_searches_are_answered_by_the_indexes(space):
+    _fill(space, 3)
+    issues = ChargeIssue.objects.all()
+
+    assert "issue_created" in _plan(issues.order_by("-created_at", "-pk")[:100])
+    # Unordered: otherwise the plan may walk the order's index and filter.
+    by_name = _plan(charge_issue_search(queryset=issues, text="muster").order_by())
+    by_email = _plan(
+        charge_issue_search(queryset=issues, text="erika.muster1@example.test").order_by()
+    )
+    customers = _plan(customer_search(queryset=Customer.objects.all(), text="muster").order_by())
+
+    assert "issue_customer_name_trgm" in by_name
+    assert "issue_customer_email_upper" in by_email and "Seq Scan" not in by_email
+    assert "customer_name_trgm" in customers
