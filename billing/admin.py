@@ -15,8 +15,10 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from unfold.admin import TabularInline
+from unfold.decorators import display
 
-from core.admin import object_id_or_404
+from core.admin import WorkQueueFilter, object_id_or_404
 from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
@@ -42,15 +44,25 @@ class Step:
     states: frozenset[str]
     permissions: tuple[str, ...]
     post_only: bool = False
+    # The four-eyes rule: whoever entered the amount is not offered this step.
+    refuses_enterer: bool = False
+    # The page the change page's button opens, if not the step's own URL (a confirmation).
+    page: str = ""
 
     @property
     def url_name(self) -> str:
         return f"admin:billing_chargeissue_{self.name}"
 
+    @property
+    def page_url_name(self) -> str:
+        return f"admin:billing_chargeissue_{self.page or self.name}"
+
     def allowed(self, user) -> bool:
         return any(user.has_perm(permission) for permission in self.permissions)
 
     def available(self, issue: ChargeIssue, user) -> bool:
+        if self.refuses_enterer and issue.entered_by_id == user.pk:
+            return False
         return issue.state in self.states and self.allowed(user)
 
 
@@ -70,6 +82,7 @@ APPROVAL = Step(
     "Approval",
     _states_leading_to(State.APPROVED),
     ("billing.approve_charge",),
+    refuses_enterer=True,
 )
 RESTART = Step(
     "restart",
@@ -77,6 +90,8 @@ RESTART = Step(
     FINISHED_STATES,
     ("billing.enter_amount",),
     post_only=True,
+    # A new charge is a step to confirm: the button opens a page that says what is copied.
+    page="restart_confirm",
 )
 CANCEL = Step(
     "cancel",
@@ -96,11 +111,42 @@ SEND_TO_COLLECTION = Step(
 STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL, SEND_TO_COLLECTION)
 
 
-def _state_label(value: str) -> str:
-    return State(value).label if value in State.values else value
+class ChargeIssueQueueFilter(WorkQueueFilter):
+    queues = {
+        "awaiting_amount": (
+            "Awaiting amount entry",
+            lambda request: selectors.charge_issues_awaiting_amount_q(request.user),
+        ),
+        "returned": (
+            "Returned to me",
+            lambda request: selectors.charge_issues_returned_q(request.user),
+        ),
+        "awaiting_approval": (
+            "To approve",
+            lambda request: selectors.charge_issues_awaiting_approval_q(request.user),
+        ),
+    }
 
 
-class ChargeIssueEventInline(admin.TabularInline):
+# The colour of each state's badge in lists: what needs a person, what is under way, how it ended.
+STATE_COLOURS = {
+    State.AWAITING_AMOUNT: "warning",
+    State.RETURNED: "danger",
+    State.AWAITING_APPROVAL: "info",
+    State.APPROVED: "primary",
+    State.CHARGING: "primary",
+    State.COLLECTING: "warning",
+    State.SUCCEEDED: "success",
+    State.FAILED: "danger",
+    # cancelled: grey, the default
+}
+SOURCE_COLOURS = {
+    ChargeIssue.Source.RESTART: "info",
+    ChargeIssue.Source.RECURRING: "primary",
+}
+
+
+class ChargeIssueEventInline(TabularInline):
     """The issue's history, oldest first. Only services write it."""
 
     model = ChargeIssueEvent
@@ -109,7 +155,7 @@ class ChargeIssueEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ("created_at", "pk")
-    fields = ("created_at", "action", "actor_name", "from_state_label", "to_state_label", "comment")
+    fields = ("created_at", "action_label", "actor_name", "from_label", "to_label", "comment")
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -132,13 +178,17 @@ class ChargeIssueEventInline(admin.TabularInline):
     def actor_name(self, event):
         return event.actor.get_username() if event.actor_id else "system"
 
+    @admin.display(description="action")
+    def action_label(self, event):
+        return event.action_label
+
     @admin.display(description="from")
-    def from_state_label(self, event):
-        return _state_label(event.from_state)
+    def from_label(self, event):
+        return event.from_state_label
 
     @admin.display(description="to")
-    def to_state_label(self, event):
-        return _state_label(event.to_state)
+    def to_label(self, event):
+        return event.to_state_label
 
 
 @admin.register(ChargeIssue)
@@ -146,8 +196,12 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     list_display = (
         "id",
         "customer_name",
+        "customer_email",
+        "external_reference",
+        "source_label",
+        "card_display",
         "amount_display",
-        "state",
+        "state_badge",
         "charge_date",
         "created_at",
         "entered_by",
@@ -155,6 +209,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     )
     # Only the user's own spaces are offered (the plain filter would list every space's name).
     list_filter = (
+        ChargeIssueQueueFilter,
         "state",
         ("space", SpaceScopedFieldListFilter),
         "created_at",
@@ -220,9 +275,21 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     )  # every field: issues change only through the step views below
     inlines = [ChargeIssueEventInline]
 
-    @admin.display(description="amount", ordering="amount_minor")
+    @display(description="amount", ordering="amount_minor")
     def amount_display(self, issue):
         return issue.amount_display
+
+    @display(description="state", ordering="state", label=STATE_COLOURS)
+    def state_badge(self, issue):
+        return issue.state, issue.get_state_display()
+
+    @display(description="source", ordering="source", label=SOURCE_COLOURS)
+    def source_label(self, issue):
+        return issue.source, issue.get_source_display()
+
+    @display(description="card", ordering="card_last4")
+    def card_display(self, issue):
+        return f"•••• {issue.card_last4}"
 
     # Issues are started by card registrations, the API or 1r. restart, never typed in here;
     # they change only through the step views.

@@ -4,6 +4,7 @@ billing/admin.py imports this module; importing it registers the admin on the de
 """
 
 from django.contrib import admin, messages
+from unfold.admin import ModelAdmin, TabularInline
 
 from core.errors import message_refusal
 from spaces.admin import SpaceScopedAdminMixin, SpaceScopedFieldListFilter
@@ -13,7 +14,7 @@ from .exceptions import BillingError
 from .models import ApiKey, ApiKeyEvent
 
 
-class ApiKeyEventInline(admin.TabularInline):
+class ApiKeyEventInline(TabularInline):
     """Who created and revoked the key. Only services write it."""
 
     model = ApiKeyEvent
@@ -38,7 +39,7 @@ class ApiKeyEventInline(admin.TabularInline):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class ApiKeyAdmin(SpaceScopedAdminMixin, ModelAdmin):
     list_display = ("name", "space", "prefix", "created_by", "created_at", "revoked_at")
     list_filter = (
         ("space", SpaceScopedFieldListFilter),

@@ -1,5 +1,7 @@
 from django.contrib import admin, messages
 from django.db.models import Count
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.decorators import display
 
 from core.errors import DomainError, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
@@ -8,7 +10,7 @@ from . import services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard, SepaDebitMethod
 
 
-class PaymentCardInline(admin.TabularInline):
+class PaymentCardInline(TabularInline):
     model = PaymentCard
     extra = 0
     can_delete = False
@@ -19,7 +21,7 @@ class PaymentCardInline(admin.TabularInline):
         return False
 
 
-class SepaDebitMethodInline(admin.TabularInline):
+class SepaDebitMethodInline(TabularInline):
     model = SepaDebitMethod
     extra = 0
     can_delete = False
@@ -31,7 +33,7 @@ class SepaDebitMethodInline(admin.TabularInline):
 
 
 @admin.register(Customer)
-class CustomerAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class CustomerAdmin(SpaceScopedAdminMixin, ModelAdmin):
     list_display = (
         "name",
         "email",
@@ -127,7 +129,7 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "brand",
         "last4",
         "expiry",
-        "status",
+        "status_badge",
         "is_default",
         "lookup_key",
         "created_at",
@@ -140,6 +142,15 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "customer__external_number",
     )
     list_select_related = ("customer",)
+
+    @display(
+        description="status",
+        ordering="status",
+        label={PaymentCard.Status.ACTIVE: "success", PaymentCard.Status.EXPIRED: "warning"},
+    )
+    def status_badge(self, card):
+        return card.status, card.get_status_display()
+
     readonly_fields = (
         "space",
         "customer",

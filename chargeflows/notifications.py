@@ -10,6 +10,7 @@ from django.template import Context, Template
 from django.utils import formats, timezone, translation
 
 from core.money import format_money
+from core.templatetags.sentence import date_in_sentence_text
 
 from .models import ChargeFlowLevel, ChargeFlowLevelPaymentLink
 
@@ -65,8 +66,9 @@ def _send(kind: str, *, level, context: dict) -> None:
     with translation.override(language):
         texts = _texts(kind, level.configuration, language)
         # Dates in the customer's language's format (inside the override).
+        # Without a closing full stop of their own ("2 p.m."): the texts' sentences add one.
         context = {
-            key: formats.date_format(value, "SHORT_DATETIME_FORMAT")
+            key: date_in_sentence_text(formats.date_format(value, "SHORT_DATETIME_FORMAT"))
             if isinstance(value, datetime)
             else value
             for key, value in context.items()

@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from unfold.admin import ModelAdmin
+from unfold.decorators import display
 
 from cards.admin import CustomerAdmin
 from cards.models import Customer, PaymentCard
@@ -108,7 +110,7 @@ class RecurringLineForm(forms.ModelForm):
 
 
 @admin.register(RecurringLine)
-class RecurringLineAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringLineAdmin(SpaceScopedAdminMixin, ModelAdmin):
     form = RecurringLineForm
     list_display = (
         "customer",
@@ -116,7 +118,7 @@ class RecurringLineAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         "amount_display",
         "interval",
         "charge_date",
-        "status",
+        "status_badge",
         "card",
         "card_lookup_key",
         "generation",
@@ -149,6 +151,14 @@ class RecurringLineAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
     @admin.display(description="amount")
     def amount_display(self, obj):
         return money.format_money(obj.amount_minor, obj.currency)
+
+    @display(
+        description="status",
+        ordering="status",
+        label={Status.ACTIVE: "success", Status.PAUSED: "warning"},
+    )
+    def status_badge(self, obj):
+        return obj.status, obj.get_status_display()
 
     def has_change_permission(self, request, obj=None):
         if obj is not None and obj.status not in (Status.ACTIVE, Status.PAUSED):
@@ -240,7 +250,7 @@ class LineMissingCardAdmin(ReadOnlyScopedAdmin):
 
 
 @admin.register(RecurringSettings)
-class RecurringSettingsAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class RecurringSettingsAdmin(SpaceScopedAdminMixin, ModelAdmin):
     list_display = (
         "space",
         "auto_approve_up_to_minor",

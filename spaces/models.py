@@ -62,6 +62,14 @@ class Space(models.Model):
         editable=False,
         help_text="Shared secret for the webhook signature (HMAC-SHA256).",
     )
+    notification_texts = models.JSONField(
+        "default notification wording",
+        default=dict,
+        blank=True,
+        help_text='Per language, what the clerk\'s charge notification starts from: {"en": '
+        '{"subject": "...", "body": "..."}, "de": {...}}. No greeting in the body: the email '
+        "greets the customer by name itself. Empty: the built-in wording.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
