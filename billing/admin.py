@@ -6,9 +6,11 @@ validate a form, make ONE service call, report with `messages`, redirect. The se
 the authority on every rule; the checks here only keep people off pages that cannot work.
 """
 
+import copy
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -18,12 +20,14 @@ from django.urls import path, reverse
 from unfold.admin import TabularInline
 from unfold.decorators import display
 
-from core.admin import WorkQueueFilter, object_id_or_404
+from core import money
+from core.admin import WorkQueueFilter, admin_refusal_page, object_id_or_404
 from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
 from . import (
     admin_keys,  # noqa: F401 - registers the API key admin
+    notifications,
     selectors,
     services,
 )
@@ -297,6 +301,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
             context["charge_steps"] = [step for step in STEPS if step.available(obj, request.user)]
+            context["state_colour"] = STATE_COLOURS.get(obj.state, "")
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def history_view(self, request, object_id, extra_context=None):
@@ -325,6 +330,11 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             ),
             path("<int:object_id>/approval/", view(self.approval_view), name=f"{info}_approval"),
             path("<int:object_id>/restart/", view(self.restart_view), name=f"{info}_restart"),
+            path(
+                "<int:object_id>/restart/confirm/",
+                view(self.restart_confirm_view),
+                name=f"{info}_restart_confirm",
+            ),
             path("<int:object_id>/cancel/", view(self.cancel_view), name=f"{info}_cancel"),
             path(
                 "<int:object_id>/send-to-collection/",
@@ -346,6 +356,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             raise Http404
         if not step.allowed(request.user):
             self._audit_refused_approval(request, object_id, step, "wrong_role")
+            # The project's 403 page: an admin page that says so and leads back.
             raise PermissionDenied
         return issue
 
@@ -396,6 +407,9 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             return self._wrong_state(request, issue, ENTER_AMOUNT)
         if request.method == "POST":
             form = ChargeAmountEntryForm(request.POST)
+            if "preview" in request.POST:
+                # Show the email as the customer would get it; nothing is saved.
+                return self._render_enter_amount(request, issue, form, preview=True)
             if form.is_valid():
                 try:
                     services.charge_amount_enter(
@@ -416,18 +430,66 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                     )
                     return HttpResponseRedirect(self._change_url(issue))
         else:
-            form = ChargeAmountEntryForm(initial=ChargeAmountEntryForm.initial_for(issue))
-        return self._render_step(request, issue, ENTER_AMOUNT, form, "enter_amount.html")
+            initial = ChargeAmountEntryForm.initial_for(issue)
+            language = request.GET.get("wording", "")
+            if language in dict(settings.LANGUAGES):
+                # "Use this wording": the space's default in that language replaces the text.
+                initial.update(notifications.default_wording(space=issue.space, language=language))
+            elif not (issue.notification_subject or issue.notification_body):
+                initial.update(
+                    notifications.default_wording(
+                        space=issue.space, language=issue.customer.preferred_language
+                    )
+                )
+            form = ChargeAmountEntryForm(initial=initial)
+        return self._render_enter_amount(request, issue, form)
+
+    def _render_enter_amount(self, request, issue, form, preview=False):
+        returned = (
+            selectors.charge_issue_event_list(issue_id=issue.pk).filter(action="returned").last()
+            if issue.state == State.RETURNED
+            else None
+        )
+        context = {
+            "return_event": returned,
+            "wordings": notifications.wording_languages(space=issue.space),
+            "customer_language": issue.customer.get_preferred_language_display(),
+        }
+        if preview:
+            data = form.data
+            draft = copy.copy(issue)
+            draft.notification_subject = data.get("notification_subject", "")
+            draft.notification_body = data.get("notification_body", "")
+            draft.currency = data.get("currency") or issue.currency
+            try:
+                draft.amount_minor = money.to_minor(data.get("amount", ""), draft.currency)
+            except money.MoneyError:
+                draft.amount_minor = None
+            draft.charge_date = None
+            context["preview"] = notifications.notification_preview(issue=draft)
+        return self._render_step(request, issue, ENTER_AMOUNT, form, "enter_amount.html", **context)
 
     def approval_view(self, request, object_id):
         issue = self._step_issue(request, object_id, APPROVAL)
         if issue.state not in APPROVAL.states:
             return self._wrong_state(request, issue, APPROVAL)
+        if request.method != "POST" and issue.entered_by_id == request.user.pk:
+            # Four eyes: the page is not offered to whoever entered the amount; someone who
+            # opens it anyway is told why, inside the admin, with the way back to the charge.
+            return admin_refusal_page(
+                request,
+                self.admin_site,
+                message="You entered the amount of this charge, so someone else must approve "
+                "it (four eyes).",
+                back_url=self._change_url(issue),
+            )
         form = ChargeApprovalForm(request.POST if request.method == "POST" else None)
         if form.is_valid():
             if form.cleaned_data["decision"] == ChargeApprovalForm.APPROVE:
                 try:
-                    services.charge_issue_approve(issue=issue, acting_user=request.user)
+                    services.charge_issue_approve(
+                        issue=issue, acting_user=request.user, comment=form.cleaned_data["comment"]
+                    )
                 except BillingError as exc:
                     # E.g. the four-eyes refusal, which the service has already audited.
                     self._log_refusal(request, issue, exc, APPROVAL)
@@ -446,6 +508,13 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 messages.success(request, f"Charge #{issue.pk} was returned to the clerk.")
                 return HttpResponseRedirect(self._change_url(issue))
         return self._render_step(request, issue, APPROVAL, form, "approval.html")
+
+    def restart_confirm_view(self, request, object_id):
+        """1r. asks first: what the new charge copies, and one button that starts it."""
+        issue = self._step_issue(request, object_id, RESTART)
+        if issue.state not in RESTART.states:
+            return self._wrong_state(request, issue, RESTART)
+        return self._render_step(request, issue, RESTART, None, "restart_confirm.html")
 
     def restart_view(self, request, object_id):
         if request.method != "POST":

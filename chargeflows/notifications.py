@@ -9,6 +9,7 @@ from django.core.mail import EmailMultiAlternatives
 from django.template import Context, Template
 from django.utils import formats, timezone, translation
 
+from billing.notifications import reference as issue_reference
 from core.money import format_money
 from core.templatetags.sentence import date_in_sentence_text
 
@@ -77,7 +78,7 @@ def _send(kind: str, *, level, context: dict) -> None:
             "space": case.space.name,
             "name": issue.customer_name,
             "amount": format_money(issue.amount_minor, issue.currency),
-            "reference": issue.external_reference or f"#{issue.pk}",
+            "reference": issue_reference(issue),
             **context,
         }
         subject = Template(texts["subject"]).render(Context(context, autoescape=False))
