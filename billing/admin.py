@@ -21,7 +21,7 @@ from unfold.admin import TabularInline
 from unfold.decorators import display
 
 from core import money
-from core.admin import WorkQueueFilter, admin_refusal_page, object_id_or_404
+from core.admin import WorkQueueFilter, admin_refusal_page, badge_colours, object_id_or_404
 from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
@@ -283,11 +283,15 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     def amount_display(self, issue):
         return issue.amount_display
 
-    @display(description="state", ordering="state", label=STATE_COLOURS)
+    @display(description="state", ordering="state", label=badge_colours(State, STATE_COLOURS))
     def state_badge(self, issue):
         return issue.state, issue.get_state_display()
 
-    @display(description="source", ordering="source", label=SOURCE_COLOURS)
+    @display(
+        description="source",
+        ordering="source",
+        label=badge_colours(ChargeIssue.Source, SOURCE_COLOURS),
+    )
     def source_label(self, issue):
         return issue.source, issue.get_source_display()
 
@@ -432,15 +436,16 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
         else:
             initial = ChargeAmountEntryForm.initial_for(issue)
             language = request.GET.get("wording", "")
-            if language in dict(settings.LANGUAGES):
-                # "Use this wording": the space's default in that language replaces the text.
-                initial.update(notifications.default_wording(space=issue.space, language=language))
-            elif not (issue.notification_subject or issue.notification_body):
-                initial.update(
-                    notifications.default_wording(
-                        space=issue.space, language=issue.customer.preferred_language
-                    )
+            if language not in dict(settings.LANGUAGES):
+                language = ""
+            if language or not (issue.notification_subject or issue.notification_body):
+                # "Use this wording" (?wording=de), or a charge with no wording yet: the
+                # space's default in that language, else in the customer's.
+                wording = notifications.default_wording(
+                    space=issue.space, language=language or issue.customer.preferred_language
                 )
+                initial["notification_subject"] = wording["subject"]
+                initial["notification_body"] = wording["body"]
             form = ChargeAmountEntryForm(initial=initial)
         return self._render_enter_amount(request, issue, form)
 

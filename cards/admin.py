@@ -3,6 +3,7 @@ from django.db.models import Count
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import display
 
+from core.admin import badge_colours
 from core.errors import DomainError, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
@@ -146,7 +147,10 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
     @display(
         description="status",
         ordering="status",
-        label={PaymentCard.Status.ACTIVE: "success", PaymentCard.Status.EXPIRED: "warning"},
+        label=badge_colours(
+            PaymentCard.Status,
+            {PaymentCard.Status.ACTIVE: "success", PaymentCard.Status.EXPIRED: "warning"},
+        ),
     )
     def status_badge(self, card):
         return card.status, card.get_status_display()

@@ -21,7 +21,7 @@ from unfold.decorators import display
 
 from billing.admin import ChargeIssueAdmin
 from billing.models import ChargeIssue
-from core.admin import WorkQueueFilter
+from core.admin import WorkQueueFilter, badge_colours
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 from spaces.selectors import space_list_for_user
 
@@ -124,11 +124,14 @@ class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedAdminMixin, ModelAdmin):
     @display(
         description="state",
         ordering="state",
-        label={
-            ChargeFlow.State.ACTIVE: "success",
-            ChargeFlow.State.INACTIVE: "warning",
-            ChargeFlow.State.DELETING: "danger",
-        },
+        label=badge_colours(
+            ChargeFlow.State,
+            {
+                ChargeFlow.State.ACTIVE: "success",
+                ChargeFlow.State.INACTIVE: "warning",
+                ChargeFlow.State.DELETING: "danger",
+            },
+        ),
     )
     def state_badge(self, flow):
         return flow.state, flow.get_state_display()
@@ -317,7 +320,11 @@ class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
             )
         )
 
-    @display(description="state", ordering="state", label=CASE_STATE_COLOURS)
+    @display(
+        description="state",
+        ordering="state",
+        label=badge_colours(ChargeFlowCase.State, CASE_STATE_COLOURS),
+    )
     def state_badge(self, case):
         return case.state, case.get_state_display()
 

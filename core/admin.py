@@ -83,3 +83,10 @@ def admin_refusal_page(request, admin_site, *, message, back_url, title="Not all
         },
         status=status,
     )
+
+
+def badge_colours(choices, colours: dict) -> dict:
+    """unfold's `@display(label=...)` mapping for every value of `choices` (a TextChoices):
+    the colour given, else the plain grey label. A value missing from the mapping would show
+    its raw code instead of its label."""
+    return {value: colours.get(value, "") for value in choices.values}

@@ -6,7 +6,7 @@ from django.db import transaction
 from unfold.admin import ModelAdmin, TabularInline
 from unfold.decorators import display
 
-from core.admin import ObjectIdAdminMixin, WorkQueueFilter
+from core.admin import ObjectIdAdminMixin, WorkQueueFilter, badge_colours
 from core.money import format_money
 from spaces.admin import ReadOnlyScopedAdmin
 
@@ -61,13 +61,16 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
     @display(
         description="status",
         ordering="status",
-        label={
-            ChargeAttempt.Status.PENDING: "info",
-            ChargeAttempt.Status.PROCESSING: "info",
-            ChargeAttempt.Status.SUCCEEDED: "success",
-            ChargeAttempt.Status.FAILED: "danger",
-            ChargeAttempt.Status.UNKNOWN: "warning",
-        },
+        label=badge_colours(
+            ChargeAttempt.Status,
+            {
+                ChargeAttempt.Status.PENDING: "info",
+                ChargeAttempt.Status.PROCESSING: "info",
+                ChargeAttempt.Status.SUCCEEDED: "success",
+                ChargeAttempt.Status.FAILED: "danger",
+                ChargeAttempt.Status.UNKNOWN: "warning",
+            },
+        ),
     )
     def status_badge(self, attempt):
         return attempt.status, attempt.get_status_display()

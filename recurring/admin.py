@@ -10,6 +10,7 @@ from unfold.decorators import display
 from cards.admin import CustomerAdmin
 from cards.models import Customer, PaymentCard
 from core import money
+from core.admin import badge_colours
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedAdminMixin, SpaceScopedFieldListFilter
 
 from . import selectors, services
@@ -155,7 +156,7 @@ class RecurringLineAdmin(SpaceScopedAdminMixin, ModelAdmin):
     @display(
         description="status",
         ordering="status",
-        label={Status.ACTIVE: "success", Status.PAUSED: "warning"},
+        label=badge_colours(Status, {Status.ACTIVE: "success", Status.PAUSED: "warning"}),
     )
     def status_badge(self, obj):
         return obj.status, obj.get_status_display()
