@@ -29,7 +29,7 @@ def _send(template: str, context: dict, *, to: list[str], language: str) -> None
 DEFAULT_WORDING = {
     "en": {
         "subject": "{space}: your card will be charged",
-        "body": "we will charge your card on file for your order. Questions? Reply to this email.",
+        "body": "We will charge your card on file for your order. Questions? Reply to this email.",
     },
     "de": {
         "subject": "{space}: Ihre Karte wird belastet",
