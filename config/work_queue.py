@@ -216,6 +216,8 @@ def sidebar_navigation(request) -> list[dict]:
     user may open, grouped by app (the admin site's own permission-checked app list)."""
     user = request.user
     allowed = _allowed(user)
+    # The same per-request counts the badges show (no query of its own): red when work waits.
+    counts = work_queue_counts(request=request) if allowed else {}
     work = [
         {"title": "Home", "icon": "home", "link": reverse("admin:index")},
         *(
@@ -224,8 +226,7 @@ def sidebar_navigation(request) -> list[dict]:
                 "icon": ICONS[queue.key],
                 "link": queue.url,
                 "badge": f"config.work_queue.badge_{queue.key}",
-                # Only the lists with something in them count in red.
-                "badge_variant": "danger",
+                "badge_variant": "danger" if counts.get(queue.key) else "success",
             }
             for queue in queues()
             if queue.key in allowed

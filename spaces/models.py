@@ -65,6 +65,8 @@ class Space(models.Model):
     notification_texts = models.JSONField(
         "default notification wording",
         default=dict,
+        # Also in the database: rows written by code that predates the column get {} too.
+        db_default=models.Value({}, output_field=models.JSONField()),
         blank=True,
         help_text='Per language, what the clerk\'s charge notification starts from: {"en": '
         '{"subject": "...", "body": "..."}, "de": {...}}. No greeting in the body: the email '
