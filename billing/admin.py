@@ -6,9 +6,11 @@ validate a form, make ONE service call, report with `messages`, redirect. The se
 the authority on every rule; the checks here only keep people off pages that cannot work.
 """
 
+import copy
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied
@@ -16,14 +18,17 @@ from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from unfold.admin import TabularInline
+from unfold.decorators import display
 
 from core import money
-from core.admin import object_id_or_404
+from core.admin import WorkQueueFilter, admin_refusal_page, badge_colours, object_id_or_404
 from core.errors import form_add_domain_error, message_refusal
 from spaces.admin import ReadOnlyScopedAdmin, SpaceScopedFieldListFilter
 
 from . import (
     admin_keys,  # noqa: F401 - registers the API key admin
+    notifications,
     refunds,
     selectors,
     services,
@@ -58,15 +63,25 @@ class Step:
     states: frozenset[str]
     permissions: tuple[str, ...]
     post_only: bool = False
+    # The four-eyes rule: whoever entered the amount is not offered this step.
+    refuses_enterer: bool = False
+    # The page the change page's button opens, if not the step's own URL (a confirmation).
+    page: str = ""
 
     @property
     def url_name(self) -> str:
         return f"admin:billing_chargeissue_{self.name}"
 
+    @property
+    def page_url_name(self) -> str:
+        return f"admin:billing_chargeissue_{self.page or self.name}"
+
     def allowed(self, user) -> bool:
         return any(user.has_perm(permission) for permission in self.permissions)
 
     def available(self, issue: ChargeIssue, user) -> bool:
+        if self.refuses_enterer and issue.entered_by_id == user.pk:
+            return False
         return issue.state in self.states and self.allowed(user)
 
 
@@ -86,6 +101,7 @@ APPROVAL = Step(
     "Approval",
     _states_leading_to(State.APPROVED),
     ("billing.approve_charge",),
+    refuses_enterer=True,
 )
 RESTART = Step(
     "restart",
@@ -93,6 +109,8 @@ RESTART = Step(
     FINISHED_STATES,
     ("billing.enter_amount",),
     post_only=True,
+    # A new charge is a step to confirm: the button opens a page that says what is copied.
+    page="restart_confirm",
 )
 CANCEL = Step(
     "cancel",
@@ -125,11 +143,42 @@ REFUND_APPROVAL = Step(
 STEPS = (ENTER_AMOUNT, APPROVAL, RESTART, CANCEL, SEND_TO_COLLECTION, REFUND_REQUEST)
 
 
-def _state_label(value: str) -> str:
-    return State(value).label if value in State.values else value
+class ChargeIssueQueueFilter(WorkQueueFilter):
+    queues = {
+        "awaiting_amount": (
+            "Awaiting amount entry",
+            lambda request: selectors.charge_issues_awaiting_amount_q(request.user),
+        ),
+        "returned": (
+            "Returned to me",
+            lambda request: selectors.charge_issues_returned_q(request.user),
+        ),
+        "awaiting_approval": (
+            "To approve",
+            lambda request: selectors.charge_issues_awaiting_approval_q(request.user),
+        ),
+    }
 
 
-class ChargeIssueEventInline(admin.TabularInline):
+# The colour of each state's badge in lists: what needs a person, what is under way, how it ended.
+STATE_COLOURS = {
+    State.AWAITING_AMOUNT: "warning",
+    State.RETURNED: "danger",
+    State.AWAITING_APPROVAL: "info",
+    State.APPROVED: "primary",
+    State.CHARGING: "primary",
+    State.COLLECTING: "warning",
+    State.SUCCEEDED: "success",
+    State.FAILED: "danger",
+    # cancelled: grey, the default
+}
+SOURCE_COLOURS = {
+    ChargeIssue.Source.RESTART: "info",
+    ChargeIssue.Source.RECURRING: "primary",
+}
+
+
+class ChargeIssueEventInline(TabularInline):
     """The issue's history, oldest first. Only services write it."""
 
     model = ChargeIssueEvent
@@ -138,7 +187,7 @@ class ChargeIssueEventInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ("created_at", "pk")
-    fields = ("created_at", "action", "actor_name", "from_state_label", "to_state_label", "comment")
+    fields = ("created_at", "action_label", "actor_name", "from_label", "to_label", "comment")
     readonly_fields = fields
 
     def get_queryset(self, request):
@@ -161,13 +210,17 @@ class ChargeIssueEventInline(admin.TabularInline):
     def actor_name(self, event):
         return event.actor.get_username() if event.actor_id else "system"
 
+    @admin.display(description="action")
+    def action_label(self, event):
+        return event.action_label
+
     @admin.display(description="from")
-    def from_state_label(self, event):
-        return _state_label(event.from_state)
+    def from_label(self, event):
+        return event.from_state_label
 
     @admin.display(description="to")
-    def to_state_label(self, event):
-        return _state_label(event.to_state)
+    def to_label(self, event):
+        return event.to_state_label
 
 
 @admin.register(ChargeIssue)
@@ -175,8 +228,12 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     list_display = (
         "id",
         "customer_name",
+        "customer_email",
+        "external_reference",
+        "source_label",
+        "card_display",
         "amount_display",
-        "state",
+        "state_badge",
         "charge_date",
         "created_at",
         "entered_by",
@@ -184,6 +241,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     )
     # Only the user's own spaces are offered (the plain filter would list every space's name).
     list_filter = (
+        ChargeIssueQueueFilter,
         "state",
         ("space", SpaceScopedFieldListFilter),
         "created_at",
@@ -250,7 +308,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
     )  # every field: issues change only through the step views below
     inlines = [ChargeIssueEventInline]
 
-    @admin.display(description="amount", ordering="amount_minor")
+    @display(description="amount", ordering="amount_minor")
     def amount_display(self, issue):
         return issue.amount_display
 
@@ -262,6 +320,22 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
         # Indexed lookups, not Django's LIKE '%…%' on every search field (core.search).
         return selectors.charge_issue_search(queryset=queryset, text=search_term), False
 
+    @display(description="state", ordering="state", label=badge_colours(State, STATE_COLOURS))
+    def state_badge(self, issue):
+        return issue.state, issue.get_state_display()
+
+    @display(
+        description="source",
+        ordering="source",
+        label=badge_colours(ChargeIssue.Source, SOURCE_COLOURS),
+    )
+    def source_label(self, issue):
+        return issue.source, issue.get_source_display()
+
+    @display(description="card", ordering="card_last4")
+    def card_display(self, issue):
+        return f"•••• {issue.card_last4}"
+
     # Issues are started by card registrations, the API or 1r. restart, never typed in here;
     # they change only through the step views.
 
@@ -270,6 +344,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             context["charge_steps"] = [step for step in STEPS if step.available(obj, request.user)]
             context["refunds"] = selectors.refund_list(issue_id=obj.pk)
             context["may_approve_refunds"] = REFUND_APPROVAL.allowed(request.user)
+            context["state_colour"] = STATE_COLOURS.get(obj.state, "")
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def history_view(self, request, object_id, extra_context=None):
@@ -298,6 +373,11 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             ),
             path("<int:object_id>/approval/", view(self.approval_view), name=f"{info}_approval"),
             path("<int:object_id>/restart/", view(self.restart_view), name=f"{info}_restart"),
+            path(
+                "<int:object_id>/restart/confirm/",
+                view(self.restart_confirm_view),
+                name=f"{info}_restart_confirm",
+            ),
             path("<int:object_id>/cancel/", view(self.cancel_view), name=f"{info}_cancel"),
             path(
                 "<int:object_id>/send-to-collection/",
@@ -325,6 +405,7 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             raise Http404
         if not step.allowed(request.user):
             self._audit_refused_approval(request, object_id, step, "wrong_role")
+            # The project's 403 page: an admin page that says so and leads back.
             raise PermissionDenied
         return issue
 
@@ -375,6 +456,9 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             return self._wrong_state(request, issue, ENTER_AMOUNT)
         if request.method == "POST":
             form = ChargeAmountEntryForm(request.POST)
+            if "preview" in request.POST:
+                # Show the email as the customer would get it; nothing is saved.
+                return self._render_enter_amount(request, issue, form, preview=True)
             if form.is_valid():
                 try:
                     services.charge_amount_enter(
@@ -395,18 +479,67 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                     )
                     return HttpResponseRedirect(self._change_url(issue))
         else:
-            form = ChargeAmountEntryForm(initial=ChargeAmountEntryForm.initial_for(issue))
-        return self._render_step(request, issue, ENTER_AMOUNT, form, "enter_amount.html")
+            initial = ChargeAmountEntryForm.initial_for(issue)
+            language = request.GET.get("wording", "")
+            if language not in dict(settings.LANGUAGES):
+                language = ""
+            if language or not (issue.notification_subject or issue.notification_body):
+                # "Use this wording" (?wording=de), or a charge with no wording yet: the
+                # space's default in that language, else in the customer's.
+                wording = notifications.default_wording(
+                    space=issue.space, language=language or issue.customer.preferred_language
+                )
+                initial["notification_subject"] = wording["subject"]
+                initial["notification_body"] = wording["body"]
+            form = ChargeAmountEntryForm(initial=initial)
+        return self._render_enter_amount(request, issue, form)
+
+    def _render_enter_amount(self, request, issue, form, preview=False):
+        returned = (
+            selectors.charge_issue_event_list(issue_id=issue.pk).filter(action="returned").last()
+            if issue.state == State.RETURNED
+            else None
+        )
+        context = {
+            "return_event": returned,
+            "wordings": notifications.wording_languages(space=issue.space),
+            "customer_language": issue.customer.get_preferred_language_display(),
+        }
+        if preview:
+            data = form.data
+            draft = copy.copy(issue)
+            draft.notification_subject = data.get("notification_subject", "")
+            draft.notification_body = data.get("notification_body", "")
+            draft.currency = data.get("currency") or issue.currency
+            try:
+                draft.amount_minor = money.to_minor(data.get("amount", ""), draft.currency)
+            except money.MoneyError:
+                draft.amount_minor = None
+            draft.charge_date = None
+            context["preview"] = notifications.notification_preview(issue=draft)
+        return self._render_step(request, issue, ENTER_AMOUNT, form, "enter_amount.html", **context)
 
     def approval_view(self, request, object_id):
         issue = self._step_issue(request, object_id, APPROVAL)
         if issue.state not in APPROVAL.states:
             return self._wrong_state(request, issue, APPROVAL)
+        if request.method != "POST" and issue.entered_by_id == request.user.pk:
+            # Four eyes: the page is not offered to whoever entered the amount; someone who
+            # opens it anyway is told why, inside the admin, with the way back to the charge.
+            return admin_refusal_page(
+                request,
+                self.admin_site,
+                message="You entered the amount of this charge, so someone else must approve "
+                "it (four eyes).",
+                back_url=self._change_url(issue),
+            )
         form = ChargeApprovalForm(request.POST if request.method == "POST" else None)
         if form.is_valid():
             if form.cleaned_data["decision"] == ChargeApprovalForm.APPROVE:
                 try:
-                    services.charge_issue_approve(issue=issue, acting_user=request.user)
+                    services.charge_issue_approve(
+                        issue=issue, acting_user=request.user, comment=form.cleaned_data["comment"]
+                    )
                 except BillingError as exc:
                     # E.g. the four-eyes refusal, which the service has already audited.
                     self._log_refusal(request, issue, exc, APPROVAL)
@@ -425,6 +558,13 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
                 messages.success(request, f"Charge #{issue.pk} was returned to the clerk.")
                 return HttpResponseRedirect(self._change_url(issue))
         return self._render_step(request, issue, APPROVAL, form, "approval.html")
+
+    def restart_confirm_view(self, request, object_id):
+        """1r. asks first: what the new charge copies, and one button that starts it."""
+        issue = self._step_issue(request, object_id, RESTART)
+        if issue.state not in RESTART.states:
+            return self._wrong_state(request, issue, RESTART)
+        return self._render_step(request, issue, RESTART, None, "restart_confirm.html")
 
     def restart_view(self, request, object_id):
         if request.method != "POST":

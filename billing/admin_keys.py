@@ -4,6 +4,7 @@ billing/admin.py imports this module; importing it registers the admin on the de
 """
 
 from django.contrib import admin, messages
+from unfold.admin import TabularInline
 
 from core.errors import message_refusal
 from spaces.admin import SpaceScopedFieldListFilter, SpaceScopedHistoryAdmin
@@ -13,7 +14,7 @@ from .exceptions import BillingError
 from .models import ApiKey, ApiKeyEvent
 
 
-class ApiKeyEventInline(admin.TabularInline):
+class ApiKeyEventInline(TabularInline):
     """Who created and revoked the key. Only services write it."""
 
     model = ApiKeyEvent

@@ -4,13 +4,30 @@
 
 from django import forms
 from django.conf import settings
+from unfold.widgets import INPUT_CLASSES, SELECT_CLASSES, TEXTAREA_CLASSES
 
 from core import money
 
 from .models import ChargeIssue
 
 
-class ChargeAmountEntryForm(forms.Form):
+class ThemedForm(forms.Form):
+    """A step form whose inputs look like the rest of the admin (django-unfold's classes)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            widget = field.widget
+            if isinstance(widget, forms.Textarea):
+                classes = TEXTAREA_CLASSES
+            elif isinstance(widget, forms.Select):
+                classes = SELECT_CLASSES
+            else:
+                classes = INPUT_CLASSES
+            widget.attrs["class"] = " ".join(classes)
+
+
+class ChargeAmountEntryForm(ThemedForm):
     """1. Charge amount entry: what is new for this charge; customer data is inherited."""
 
     # A text input, not type=number: browsers would silently reformat or refuse "12,50" or
@@ -30,7 +47,8 @@ class ChargeAmountEntryForm(forms.Form):
     notification_body = forms.CharField(
         label="Notification text",
         widget=forms.Textarea(attrs={"rows": 6, "cols": 60}),
-        help_text="The customer receives this by email when the charge is approved.",
+        help_text="The customer receives this by email when the charge is approved. Start "
+        "without a greeting: the email greets the customer by name.",
     )
     charge_date = forms.DateTimeField(
         label="Charge date",
@@ -66,7 +84,7 @@ class ChargeAmountEntryForm(forms.Form):
         }
 
 
-class ChargeApprovalForm(forms.Form):
+class ChargeApprovalForm(ThemedForm):
     APPROVE = "approve"
     RETURN = "return"
 
@@ -78,11 +96,12 @@ class ChargeApprovalForm(forms.Form):
     comment = forms.CharField(
         required=False,
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
-        help_text="Required when you return the charge: say what needs changing.",
+        help_text="Required when you return the charge: say what needs changing. When you "
+        "approve, it is kept in the charge's history.",
     )
 
 
-class ChargeCancelForm(forms.Form):
+class ChargeCancelForm(ThemedForm):
     comment = forms.CharField(
         label="Reason",
         required=False,

@@ -163,6 +163,25 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 FINISHED_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
 
 
+# What each audit action code means, in the words the history shows (never the raw code).
+EVENT_ACTION_LABELS = {
+    "started": "Started",
+    "amount_entered": "1. Charge amount entered",
+    "returned": "Returned to the clerk",
+    "approved": "Approved",
+    "approved_by_rule": "Approved by rule",
+    "approval_refused": "Approval refused",
+    "cancelled": "Cancelled",
+    "sent_to_collection": "Sent to collection",
+    "charge_started": "Charge started",
+    "charge_succeeded": "Charge succeeded",
+    "charge_failed": "Charge failed",
+    "collection_succeeded": "Collected (charge flow)",
+    "collection_failed": "Collection failed",
+    "collection_cancelled": "Collection cancelled",
+}
+
+
 class ChargeIssueEvent(models.Model):
     """Audit trail: who did what to an issue, when, from which state to which."""
 
@@ -181,7 +200,23 @@ class ChargeIssueEvent(models.Model):
         ordering = ["created_at", "pk"]
 
     def __str__(self):
-        return f"{self.action} on #{self.issue_id}"
+        return f"{self.action_label} on #{self.issue_id}"
+
+    @property
+    def action_label(self) -> str:
+        return EVENT_ACTION_LABELS.get(self.action, self.action.replace("_", " ").capitalize())
+
+    @property
+    def from_state_label(self) -> str:
+        return _state_label(self.from_state)
+
+    @property
+    def to_state_label(self) -> str:
+        return _state_label(self.to_state)
+
+
+def _state_label(value: str) -> str:
+    return ChargeIssue.State(value).label if value in ChargeIssue.State.values else value
 
 
 class Refund(models.Model):

@@ -1,7 +1,9 @@
 """What customers, staff and other systems are told about a charge. Called from tasks."""
 
 import logging
+import re
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import EmailMultiAlternatives
 from django.template.loader import render_to_string
@@ -22,6 +24,82 @@ def _send(template: str, context: dict, *, to: list[str], language: str) -> None
     message.send()
 
 
+# The wording a clerk starts from when the space set none for the customer's language (the
+# space's own: Space.notification_texts). No greeting: the email greets by name itself.
+DEFAULT_WORDING = {
+    "en": {
+        "subject": "{space}: your card will be charged",
+        "body": "We will charge your card on file for your order. Questions? Reply to this email.",
+    },
+    "de": {
+        "subject": "{space}: Ihre Karte wird belastet",
+        "body": "wir belasten Ihre hinterlegte Karte für Ihre Bestellung. Fragen? Antworten "
+        "Sie einfach auf diese E-Mail.",
+    },
+    "ja": {
+        "subject": "{space}: カードへのご請求のお知らせ",
+        "body": "ご登録のカードにご注文代金を請求いたします。"
+        "ご不明な点はこのメールにご返信ください。",
+    },
+}
+
+# How a body that greets the customer itself starts (then the email adds no greeting of its
+# own, so the customer never reads "Hello Erika Mustermann, Hello Erika,").
+_GREETINGS = re.compile(
+    r"^\s*(hello|hi|hey|dear|good (morning|afternoon|evening)|hallo|guten (tag|morgen|abend)"
+    r"|liebe[rs]?|sehr geehrte[rs]?|moin|servus|こんにちは|拝啓)\b",
+    re.IGNORECASE,
+)
+
+
+def body_greets(body: str) -> bool:
+    """Whether the clerk's text starts with a greeting of its own."""
+    return bool(_GREETINGS.match(body or ""))
+
+
+def default_wording(*, space, language: str) -> dict:
+    """{"subject", "body"}: the space's default notification wording in `language`, else the
+    built-in one (English when there is none in that language)."""
+    own = (space.notification_texts or {}).get(language) or {}
+    built_in = DEFAULT_WORDING.get(language) or DEFAULT_WORDING["en"]
+    return {
+        "subject": own.get("subject") or built_in["subject"].format(space=space.name),
+        "body": own.get("body") or built_in["body"],
+    }
+
+
+def wording_languages(*, space) -> list[tuple[str, str, dict]]:
+    """(code, name, wording) for every language the back office writes in."""
+    return [
+        (code, name, default_wording(space=space, language=code))
+        for code, name in settings.LANGUAGES
+    ]
+
+
+def reference(issue: ChargeIssue) -> str:
+    """What the customer quotes: the order reference of the system that started the charge,
+    else a short readable one of ours."""
+    return issue.external_reference or f"C-{issue.pk:06d}"
+
+
+def _context(issue: ChargeIssue) -> dict:
+    return {
+        "issue": issue,
+        "reference": reference(issue),
+        "greets": body_greets(issue.notification_body),
+    }
+
+
+def notification_preview(*, issue: ChargeIssue) -> dict:
+    """The customer notification as it would be sent for `issue` (unsaved changes included),
+    in the customer's language: {"subject", "text"}."""
+    context = _context(issue)
+    with translation.override(issue.customer.preferred_language):
+        subject = render_to_string("billing/emails/notification_subject.txt", context).strip()
+        text = render_to_string("billing/emails/notification.txt", context)
+    return {"subject": " ".join(subject.split()), "text": text}
+
+
 def _issue(issue_id: int) -> ChargeIssue:
     return ChargeIssue.objects.select_related("space", "customer", "entered_by", "approved_by").get(
         pk=issue_id
@@ -33,7 +111,7 @@ def notification_send(*, issue_id: int) -> None:
     issue = _issue(issue_id)
     _send(
         "notification",
-        {"issue": issue},
+        _context(issue),
         to=[issue.customer_email],
         language=issue.customer.preferred_language,
     )
@@ -51,7 +129,7 @@ def customer_outcome_send(*, issue_id: int) -> None:
         return
     _send(
         template,
-        {"issue": issue},
+        _context(issue),
         to=[issue.customer_email],
         language=issue.customer.preferred_language,
     )

@@ -103,3 +103,30 @@ def charge_issue_term(term: str) -> Q:
     if charged:
         match |= Q(pk__in=charged)
     return match
+
+
+# --- Work queues (the admin's home page and its "queue" filter) -------------------------------
+
+
+def charge_issues_awaiting_amount_q(user) -> Q:
+    return Q(state=ChargeIssue.State.AWAITING_AMOUNT)
+
+
+def charge_issues_returned_q(user) -> Q:
+    """Returned to the clerk who entered it; one that nobody entered (a recurring line's) is
+    every clerk's."""
+    return Q(state=ChargeIssue.State.RETURNED) & (Q(entered_by=user) | Q(entered_by__isnull=True))
+
+
+def charge_issues_awaiting_approval_q(user) -> Q:
+    """Four eyes: what the user entered is never theirs to approve."""
+    return Q(state=ChargeIssue.State.AWAITING_APPROVAL) & (
+        ~Q(entered_by=user) | Q(entered_by__isnull=True)
+    )
+
+
+CHARGE_ISSUE_QUEUES = {
+    "awaiting_amount": charge_issues_awaiting_amount_q,
+    "returned": charge_issues_returned_q,
+    "awaiting_approval": charge_issues_awaiting_approval_q,
+}

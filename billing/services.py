@@ -34,6 +34,8 @@ State = ChargeIssue.State
 # 1. charge amount entry refuses a charge date further ahead than this (366 days, so the same
 # date next year is fine across a leap day).
 MAX_CHARGE_DATE_AHEAD = timedelta(days=366)
+# 1r. restart: a second request for the same finished issue this soon is the same request.
+RESTART_REPEAT_WINDOW = timedelta(minutes=2)
 
 
 # --- State machine ----------------------------------------------------------------------------
@@ -167,10 +169,32 @@ def charge_issue_start_from_card_event(*, event: CardEvent) -> ChargeIssue | Non
 
 def charge_issue_restart(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
     """1r.: a new issue at "charge amount entry" with this finished one's data copied; the
-    old one is not changed. The charge date is not copied: a past date would charge at once."""
+    old one is not changed. The charge date is not copied: a past date would charge at once.
+
+    A repeat within RESTART_REPEAT_WINDOW (a double click, a resent form) returns the issue the
+    first one started, as long as nobody has entered its amount yet: the finished issue's row
+    is locked first, so two requests at once cannot both start one."""
     _require(acting_user, "billing.enter_amount", issue)
     if not issue.is_finished:
         raise IllegalTransition("Only a finished charge can be started again with its data.")
+    with transaction.atomic():
+        _locked(issue)
+        recent = (
+            ChargeIssue.objects.filter(
+                restarted_from=issue,
+                source=ChargeIssue.Source.RESTART,
+                state=State.AWAITING_AMOUNT,
+                created_at__gte=timezone.now() - RESTART_REPEAT_WINDOW,
+            )
+            .order_by("-created_at", "-pk")
+            .first()
+        )
+        if recent is not None:
+            return recent
+        return _restart_start(issue, acting_user)
+
+
+def _restart_start(issue: ChargeIssue, acting_user) -> ChargeIssue:
     return charge_issue_start(
         customer=issue.customer,
         card=issue.card,
@@ -340,8 +364,9 @@ def charge_issue_approval_refusal_record(*, issue_id: int, acting_user, code: st
     )
 
 
-def charge_issue_approve(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
+def charge_issue_approve(*, issue: ChargeIssue, acting_user, comment: str = "") -> ChargeIssue:
     """The four-eyes check: someone other than the person who entered the amount approves.
+    A comment the approver types is kept on the approval's audit event.
 
     Every refusal (wrong role, another space, self-approval) is audited on the issue."""
     permission = "billing.approve_charge"
@@ -362,7 +387,9 @@ def charge_issue_approve(*, issue: ChargeIssue, acting_user) -> ChargeIssue:
             raise SelfApprovalRefused()
         issue.approved_by = acting_user
         issue.approved_at = timezone.now()
-        _transition(issue, State.APPROVED, actor=acting_user, action="approved")
+        _transition(
+            issue, State.APPROVED, actor=acting_user, action="approved", comment=comment.strip()
+        )
         issue_id = issue.pk
         transaction.on_commit(lambda: _after_approval(issue_id))
     return issue

@@ -1,7 +1,10 @@
 from django.contrib import admin, messages
 from django.db.models import Count, IntegerField, OuterRef, Subquery
 from django.db.models.functions import Coalesce
+from unfold.admin import TabularInline
+from unfold.decorators import display
 
+from core.admin import badge_colours
 from core.errors import DomainError, message_refusal
 from spaces.admin import (
     ReadOnlyScopedAdmin,
@@ -13,7 +16,7 @@ from . import selectors, services
 from .models import CardEvent, CardInvitation, Customer, PaymentCard, SepaDebitMethod
 
 
-class PaymentCardInline(admin.TabularInline):
+class PaymentCardInline(TabularInline):
     model = PaymentCard
     extra = 0
     can_delete = False
@@ -24,7 +27,7 @@ class PaymentCardInline(admin.TabularInline):
         return False
 
 
-class SepaDebitMethodInline(admin.TabularInline):
+class SepaDebitMethodInline(TabularInline):
     model = SepaDebitMethod
     extra = 0
     can_delete = False
@@ -148,7 +151,7 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "brand",
         "last4",
         "expiry",
-        "status",
+        "status_badge",
         "is_default",
         "lookup_key",
         "created_at",
@@ -161,6 +164,18 @@ class PaymentCardAdmin(ReadOnlyScopedAdmin):
         "customer__external_number",
     )
     list_select_related = ("customer",)
+
+    @display(
+        description="status",
+        ordering="status",
+        label=badge_colours(
+            PaymentCard.Status,
+            {PaymentCard.Status.ACTIVE: "success", PaymentCard.Status.EXPIRED: "warning"},
+        ),
+    )
+    def status_badge(self, card):
+        return card.status, card.get_status_display()
+
     readonly_fields = (
         "space",
         "customer",

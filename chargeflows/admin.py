@@ -11,10 +11,17 @@ from functools import partial
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from unfold.admin import TabularInline
+from unfold.decorators import display
 
+from billing.admin import ChargeIssueAdmin
+from billing.models import ChargeIssue
+from core.admin import WorkQueueFilter, badge_colours
 from spaces.admin import (
     ReadOnlyScopedAdmin,
     SpaceScopedFieldListFilter,
@@ -30,6 +37,7 @@ from .models import (
     ChargeFlowCase,
     ChargeFlowCaseEvent,
     ChargeFlowCondition,
+    ChargeFlowLevel,
     ChargeFlowLevelConfiguration,
 )
 
@@ -75,13 +83,13 @@ class VersionedAdminMixin:
         return HttpResponseRedirect(request.path)
 
 
-class ChargeFlowConditionInline(admin.TabularInline):
+class ChargeFlowConditionInline(TabularInline):
     model = ChargeFlowCondition
     extra = 0
     fields = ("kind", "min_amount_minor", "max_amount_minor", "value")
 
 
-class LevelSummaryInline(admin.TabularInline):
+class LevelSummaryInline(TabularInline):
     """The flow's levels in order; each is edited on its own page (with its own version)."""
 
     model = ChargeFlowLevelConfiguration
@@ -102,12 +110,35 @@ class LevelSummaryInline(admin.TabularInline):
 @admin.register(ChargeFlow)
 class ChargeFlowAdmin(VersionedAdminMixin, SpaceScopedHistoryAdmin):
     form = ChargeFlowForm
-    list_display = ("name", "priority", "state", "space", "version", "updated_by", "updated_at")
+    list_display = (
+        "name",
+        "priority",
+        "state_badge",
+        "space",
+        "version",
+        "updated_by",
+        "updated_at",
+    )
     list_filter = ("state", ("space", SpaceScopedFieldListFilter))
     search_fields = ("name",)
     readonly_fields = ("state", "version", "updated_by", "updated_at")
     inlines = [ChargeFlowConditionInline, LevelSummaryInline]
     actions = ["activate", "deactivate", "delete_flow"]
+
+    @display(
+        description="state",
+        ordering="state",
+        label=badge_colours(
+            ChargeFlow.State,
+            {
+                ChargeFlow.State.ACTIVE: "success",
+                ChargeFlow.State.INACTIVE: "warning",
+                ChargeFlow.State.DELETING: "danger",
+            },
+        ),
+    )
+    def state_badge(self, flow):
+        return flow.state, flow.get_state_display()
 
     def get_readonly_fields(self, request, obj=None):
         # The space of an existing flow never changes.
@@ -225,7 +256,7 @@ class LevelConfigurationAdmin(VersionedAdminMixin, SpaceScopedHistoryAdmin):
         )
 
 
-class CaseEventInline(admin.TabularInline):
+class CaseEventInline(TabularInline):
     model = ChargeFlowCaseEvent
     fk_name = "case"
     verbose_name_plural = "history"
@@ -244,10 +275,37 @@ class CaseEventInline(admin.TabularInline):
         return False
 
 
+CASE_STATE_COLOURS = {
+    ChargeFlowCase.State.RUNNING: "warning",
+    ChargeFlowCase.State.SUCCEEDED: "success",
+    ChargeFlowCase.State.FAILED: "danger",
+}
+
+
+class CaseQueueFilter(WorkQueueFilter):
+    queues = {
+        "attention": (
+            "Needing attention",
+            lambda request: selectors.cases_needing_attention_q(timezone.now()),
+        ),
+    }
+
+
 @admin.register(ChargeFlowCase)
 class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
-    list_display = ("id", "issue", "flow", "state", "recipient_email", "created_at")
-    list_filter = ("state", ("space", SpaceScopedFieldListFilter))
+    list_display = (
+        "id",
+        "issue",
+        "customer_email",
+        "reference",
+        "amount",
+        "flow",
+        "current_level",
+        "state_badge",
+        "recipient_email",
+        "created_at",
+    )
+    list_filter = (CaseQueueFilter, "state", ("space", SpaceScopedFieldListFilter))
     search_fields = ("recipient_email", "issue__customer_name", "issue__external_reference")
     list_select_related = ("issue", "flow")
     fields = ("issue", "flow", "state", "recipient_email", "created_at", "finished_at")
@@ -258,6 +316,43 @@ class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
     def get_search_results(self, request, queryset, search_term):
         # Indexed lookups, not Django's LIKE '%…%' on every search field (core.search).
         return selectors.case_search(queryset=queryset, text=search_term), False
+
+    def get_queryset(self, request):
+        latest = ChargeFlowLevel.objects.filter(case=OuterRef("pk")).order_by("-position")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                level_position=Subquery(latest.values("position")[:1]),
+                level_name=Subquery(latest.values("configuration__name")[:1]),
+            )
+        )
+
+    @display(
+        description="state",
+        ordering="state",
+        label=badge_colours(ChargeFlowCase.State, CASE_STATE_COLOURS),
+    )
+    def state_badge(self, case):
+        return case.state, case.get_state_display()
+
+    @display(description="customer email", ordering="issue__customer_email")
+    def customer_email(self, case):
+        return case.issue.customer_email
+
+    @display(description="reference", ordering="issue__external_reference")
+    def reference(self, case):
+        return case.issue.external_reference or "–"
+
+    @display(description="amount", ordering="issue__amount_minor")
+    def amount(self, case):
+        return case.issue.amount_display
+
+    @display(description="level", ordering="level_position")
+    def current_level(self, case):
+        if getattr(case, "level_position", None) is None:
+            return "–"
+        return f"{case.level_position}. {case.level_name}"
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -324,3 +419,37 @@ class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
         except ChargeFlowError as exc:
             messages.error(request, exc.message)
         return back
+
+
+# --- The charge list, with the collection's level (billing does not know about charge flows) --
+
+# Like recurring's customer page: billing's admin registered first, replaced by a subclass.
+admin.site.unregister(ChargeIssue)
+
+
+@admin.register(ChargeIssue)
+class ChargeIssueWithFlowLevelAdmin(ChargeIssueAdmin):
+    list_display = (
+        *ChargeIssueAdmin.list_display[: ChargeIssueAdmin.list_display.index("state_badge") + 1],
+        "flow_level",
+        *ChargeIssueAdmin.list_display[ChargeIssueAdmin.list_display.index("state_badge") + 1 :],
+    )
+
+    def get_queryset(self, request):
+        # Two correlated subqueries, evaluated for the page's rows only: no join that would
+        # multiply issues by their levels, and the same query count for any page length.
+        latest = ChargeFlowLevel.objects.filter(case__issue=OuterRef("pk")).order_by("-position")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                flow_level_position=Subquery(latest.values("position")[:1]),
+                flow_level_name=Subquery(latest.values("configuration__name")[:1]),
+            )
+        )
+
+    @display(description="flow level", ordering="flow_level_position")
+    def flow_level(self, issue):
+        if issue.flow_level_position is None:
+            return "–"
+        return f"{issue.flow_level_position}. {issue.flow_level_name}"

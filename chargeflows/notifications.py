@@ -9,7 +9,9 @@ from django.core.mail import EmailMultiAlternatives
 from django.template import Context, Template
 from django.utils import formats, timezone, translation
 
+from billing.notifications import reference as issue_reference
 from core.money import format_money_local
+from core.templatetags.sentence import date_in_sentence_text
 
 from .models import ChargeFlowLevel, ChargeFlowLevelPaymentLink
 
@@ -87,8 +89,9 @@ def _send(kind: str, *, level, context: dict) -> None:
     with translation.override(language):
         texts = _texts(kind, level.configuration, language)
         # Dates in the customer's language's format (inside the override).
+        # Without a closing full stop of their own ("2 p.m."): the texts' sentences add one.
         context = {
-            key: formats.date_format(value, "SHORT_DATETIME_FORMAT")
+            key: date_in_sentence_text(formats.date_format(value, "SHORT_DATETIME_FORMAT"))
             if isinstance(value, datetime)
             else value
             for key, value in context.items()
@@ -97,7 +100,7 @@ def _send(kind: str, *, level, context: dict) -> None:
             "space": case.space.name,
             "name": issue.customer_name,
             "amount": format_money_local(issue.amount_minor, issue.currency),
-            "reference": issue.external_reference or f"#{issue.pk}",
+            "reference": issue_reference(issue),
             **context,
         }
         subject = Template(texts["subject"]).render(Context(context, autoescape=False))

@@ -1,6 +1,6 @@
-from datetime import date
+from datetime import date, timedelta
 
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from billing.models import ChargeIssue
 from billing.selectors import charge_issue_term
@@ -147,3 +147,22 @@ def case_search(*, queryset: QuerySet[ChargeFlowCase], text: str) -> QuerySet[Ch
 
     condition = all_terms(text, term_match)
     return queryset if condition is None else queryset.filter(condition)
+
+
+# A collection that ended without the money stays on the work queue this long (someone calls
+# the customer or asks for another card), then leaves it.
+FAILED_CASE_ATTENTION_DAYS = 14
+
+
+def cases_needing_attention_q(now) -> Q:
+    """Running collections whose level waits on the customer's payment link, and collections
+    that ended without payment recently (the admin's work queue)."""
+    waiting = ChargeFlowLevel.objects.filter(
+        case=OuterRef("pk"),
+        state=ChargeFlowLevel.State.PENDING,
+        step=ChargeFlowLevel.Step.WAITING,
+    )
+    return Q(Exists(waiting), state=ChargeFlowCase.State.RUNNING) | Q(
+        state=ChargeFlowCase.State.FAILED,
+        finished_at__gte=now - timedelta(days=FAILED_CASE_ATTENTION_DAYS),
+    )

@@ -1,8 +1,10 @@
 """Admin behaviour every model admin of the project shares (domain-free)."""
 
+from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.http import Http404, HttpResponseRedirect
+from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
 
@@ -44,3 +46,47 @@ class ObjectIdAdminMixin:
         opts = self.opts
         name = f"{self.admin_site.name}:{opts.app_label}_{opts.model_name}_change"
         return HttpResponseRedirect(reverse(name, args=[object_id]))
+
+
+class WorkQueueFilter(admin.SimpleListFilter):
+    """A changelist filter "?queue=<key>" that narrows the list to one work queue of the home
+    page (config/work_queue.py), so a queue's "show all" opens exactly its rows.
+
+    Subclasses set `queues = {key: (label, rule)}`, `rule(request)` returning a Q."""
+
+    title = "work queue"
+    parameter_name = "queue"
+    # On no field: code that looks the changelist's filters up by field path skips it.
+    field_path = None
+    queues: dict = {}
+
+    def lookups(self, request, model_admin):
+        return [(key, label) for key, (label, _rule) in self.queues.items()]
+
+    def queryset(self, request, queryset):
+        entry = self.queues.get(self.value())
+        return queryset.filter(entry[1](request)) if entry else queryset
+
+
+def admin_refusal_page(request, admin_site, *, message, back_url, title="Not allowed", status=403):
+    """A refusal inside the admin (its layout, header and menu) that says why and leads back,
+    for a step the user may not take here, instead of a bare 403."""
+    return TemplateResponse(
+        request,
+        "admin/error_page.html",
+        {
+            **admin_site.each_context(request),
+            "status": status,
+            "title": title,
+            "message": message,
+            "back_url": back_url,
+        },
+        status=status,
+    )
+
+
+def badge_colours(choices, colours: dict) -> dict:
+    """unfold's `@display(label=...)` mapping for every value of `choices` (a TextChoices):
+    the colour given, else the plain grey label. A value missing from the mapping would show
+    its raw code instead of its label."""
+    return {value: colours.get(value, "") for value in choices.values}

@@ -3,8 +3,10 @@
 
 from django.contrib import admin, messages
 from django.db import transaction
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.decorators import display
 
-from core.admin import ObjectIdAdminMixin
+from core.admin import ObjectIdAdminMixin, WorkQueueFilter, badge_colours
 from core.money import format_money
 from spaces.admin import ReadOnlyScopedAdmin
 
@@ -20,7 +22,7 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
     list_display = (
         "idempotency_key",
         "purpose",
-        "status",
+        "status_badge",
         "amount",
         "provider_payment_intent_id",
         "failure_code",
@@ -62,8 +64,25 @@ class ChargeAttemptAdmin(ReadOnlyScopedAdmin):
     def amount(self, attempt):
         return format_money(attempt.amount_minor, attempt.currency)
 
+    @display(
+        description="status",
+        ordering="status",
+        label=badge_colours(
+            ChargeAttempt.Status,
+            {
+                ChargeAttempt.Status.PENDING: "info",
+                ChargeAttempt.Status.PROCESSING: "info",
+                ChargeAttempt.Status.SUCCEEDED: "success",
+                ChargeAttempt.Status.FAILED: "danger",
+                ChargeAttempt.Status.UNKNOWN: "warning",
+            },
+        ),
+    )
+    def status_badge(self, attempt):
+        return attempt.status, attempt.get_status_display()
 
-class _GlobalReadOnly(ObjectIdAdminMixin, admin.ModelAdmin):
+
+class _GlobalReadOnly(ObjectIdAdminMixin, ModelAdmin):
     """Provider events belong to the platform account, not to one space: superusers and
     staff with the model's view permission see them."""
 
@@ -77,10 +96,23 @@ class _GlobalReadOnly(ObjectIdAdminMixin, admin.ModelAdmin):
         return False
 
 
+class ProviderEventQueueFilter(WorkQueueFilter):
+    queues = {"failed": ("Failed", lambda request: selectors.provider_events_failed_q())}
+
+
+class OutboundEventQueueFilter(WorkQueueFilter):
+    queues = {"failed": ("Failed", lambda request: selectors.outbound_events_failed_q())}
+
+
 @admin.register(ProviderEvent)
 class ProviderEventAdmin(_GlobalReadOnly):
     list_display = ("provider_event_id", "type", "received_at", "processed_at", "tries", "given_up")
-    list_filter = ("type", "given_up", ("processed_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        ProviderEventQueueFilter,
+        "type",
+        "given_up",
+        ("processed_at", admin.EmptyFieldListFilter),
+    )
     search_fields = ("provider_event_id", "type")
     readonly_fields = (
         "provider_event_id",
@@ -109,7 +141,7 @@ class ProviderEventAdmin(_GlobalReadOnly):
         return request.user.has_perm("payments.change_providerevent")
 
 
-class DeliveryAttemptInline(admin.TabularInline):
+class DeliveryAttemptInline(TabularInline):
     model = DeliveryAttempt
     extra = 0
     can_delete = False
@@ -124,7 +156,12 @@ class DeliveryAttemptInline(admin.TabularInline):
 class OutboundEventAdmin(ReadOnlyScopedAdmin):
     space_field = "space"
     list_display = ("type", "space", "url", "created_at", "delivered_at", "tries", "given_up")
-    list_filter = ("type", "given_up", ("delivered_at", admin.EmptyFieldListFilter))
+    list_filter = (
+        OutboundEventQueueFilter,
+        "type",
+        "given_up",
+        ("delivered_at", admin.EmptyFieldListFilter),
+    )
     list_select_related = ("space",)
     readonly_fields = (
         "id",

@@ -24,3 +24,13 @@ def charge_attempt_search(
 
     condition = all_terms(text, term_match)
     return queryset if condition is None else queryset.filter(condition)
+
+
+def provider_events_failed_q() -> Q:
+    """Provider events whose processing failed: retried, or given up."""
+    return Q(processed_at__isnull=True) & (Q(given_up=True) | Q(tries__gt=0))
+
+
+def outbound_events_failed_q() -> Q:
+    """Our events whose delivery failed: retried, or given up."""
+    return Q(delivered_at__isnull=True) & (Q(given_up=True) | Q(tries__gt=0))

@@ -4,10 +4,12 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from unfold.decorators import display
 
 from cards.admin import CustomerAdmin
 from cards.models import Customer, PaymentCard
 from core import money
+from core.admin import badge_colours
 from spaces.admin import (
     ReadOnlyScopedAdmin,
     SpaceScopedFieldListFilter,
@@ -126,7 +128,7 @@ class RecurringLineAdmin(SpaceScopedHistoryAdmin):
         "amount_display",
         "interval",
         "charge_date",
-        "status",
+        "status_badge",
         "card",
         "card_lookup_key",
         "generation",
@@ -159,6 +161,14 @@ class RecurringLineAdmin(SpaceScopedHistoryAdmin):
     @admin.display(description="amount")
     def amount_display(self, obj):
         return money.format_money(obj.amount_minor, obj.currency)
+
+    @display(
+        description="status",
+        ordering="status",
+        label=badge_colours(Status, {Status.ACTIVE: "success", Status.PAUSED: "warning"}),
+    )
+    def status_badge(self, obj):
+        return obj.status, obj.get_status_display()
 
     def has_change_permission(self, request, obj=None):
         if obj is not None and obj.status not in (Status.ACTIVE, Status.PAUSED):

@@ -2,6 +2,9 @@ from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.http import Http404
@@ -15,6 +18,8 @@ from django_celery_beat.models import (
 from django_otp.plugins.otp_static.models import StaticDevice
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from simple_history.admin import SimpleHistoryAdmin
+from unfold.admin import ModelAdmin, TabularInline
+from unfold.forms import AdminPasswordChangeForm, UserChangeForm, UserCreationForm
 
 from core.admin import ObjectIdAdminMixin
 from core.errors import message_refusal
@@ -80,7 +85,7 @@ class SpaceScopedAdminMixin(ObjectIdAdminMixin):
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
-class SpaceScopedHistoryAdmin(SpaceScopedAdminMixin, SimpleHistoryAdmin):
+class SpaceScopedHistoryAdmin(SpaceScopedAdminMixin, SimpleHistoryAdmin, ModelAdmin):
     """A scoped admin whose History page lists each change with who made it and every
     field's old and new value (django-simple-history, see core/history.py).
 
@@ -103,7 +108,7 @@ class SpaceScopedHistoryAdmin(SpaceScopedAdminMixin, SimpleHistoryAdmin):
         return super().history_form_view(request, object_id, version_id, extra_context)
 
 
-class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, ModelAdmin):
     """Rows only services write (audit trails, provider data): staff look, never edit here."""
 
     def has_add_permission(self, request):
@@ -116,13 +121,13 @@ class ReadOnlyScopedAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
         return False
 
 
-class SpaceChargeLimitInline(admin.TabularInline):
+class SpaceChargeLimitInline(TabularInline):
     model = SpaceChargeLimit
     extra = 0
     fields = ("currency", "max_charge_minor")
 
 
-class SpaceEventInline(admin.TabularInline):
+class SpaceEventInline(TabularInline):
     """Changes to settings no one can read back (the webhook secret). Only services write it."""
 
     model = SpaceEvent
@@ -195,7 +200,7 @@ class SpaceAdmin(SpaceScopedHistoryAdmin):
 
 
 @admin.register(SpaceMembership)
-class SpaceMembershipAdmin(SpaceScopedAdminMixin, admin.ModelAdmin):
+class SpaceMembershipAdmin(SpaceScopedAdminMixin, ModelAdmin):
     list_display = ("user", "space", "created_at")
     list_filter = (("space", SpaceScopedFieldListFilter),)
     list_select_related = ("user", "space")
@@ -230,12 +235,39 @@ class SuperuserOnlyAdminMixin:
 
 # django_celery_beat comes before this app in INSTALLED_APPS, so its admins are registered by
 # now: replace each with the same admin behind the superuser check.
+# Each also takes unfold's ModelAdmin (after the package's own, whose views and forms it keeps),
+# so its pages have the theme's widgets and layout like ours.
 for _model in (PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
     _beat_admin = type(admin.site.get_model_admin(_model))
     admin.site.unregister(_model)
     admin.site.register(
         _model,
-        type(f"SuperuserOnly{_beat_admin.__name__}", (SuperuserOnlyAdminMixin, _beat_admin), {}),
+        type(
+            f"SuperuserOnly{_beat_admin.__name__}",
+            (SuperuserOnlyAdminMixin, _beat_admin, ModelAdmin),
+            {},
+        ),
+    )
+
+
+# --- Staff users and roles (django.contrib.auth's admins in the theme) -----------------------
+
+for _model, _auth_admin, _forms in (
+    (
+        get_user_model(),
+        UserAdmin,
+        {
+            "form": UserChangeForm,
+            "add_form": UserCreationForm,
+            "change_password_form": AdminPasswordChangeForm,
+        },
+    ),
+    (Group, GroupAdmin, {}),
+):
+    if admin.site.is_registered(_model):
+        admin.site.unregister(_model)
+    admin.site.register(
+        _model, type(f"Themed{_auth_admin.__name__}", (_auth_admin, ModelAdmin), _forms)
     )
 
 
@@ -259,7 +291,7 @@ def reset_second_factor(modeladmin, request, queryset):
             )
 
 
-class StaffSecondFactorAdmin(admin.ModelAdmin):
+class StaffSecondFactorAdmin(ModelAdmin):
     """Who has an authenticator, for superusers and for admins of the users' spaces; the one
     change offered is a reset (audited in the admin log). Replaces django-otp's own admin,
     which shows superusers each secret as a QR code and lets anyone with the permission edit
@@ -315,7 +347,7 @@ class SuperuserReadOnlyAdminMixin:
         return False
 
 
-class LockoutAttemptAdmin(SuperuserReadOnlyAdminMixin, AccessAttemptAdmin):
+class LockoutAttemptAdmin(SuperuserReadOnlyAdminMixin, AccessAttemptAdmin, ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         # Deleting a username's or address's attempts is how a superuser lifts a lockout early.
         return request.user.is_active and request.user.is_superuser
@@ -327,12 +359,17 @@ for _model, _model_admin in (
     (TOTPDevice, StaffSecondFactorAdmin),
     (StaticDevice, None),
     (AccessAttempt, LockoutAttemptAdmin),
-    (AccessLog, type("AccessLogReadOnlyAdmin", (SuperuserReadOnlyAdminMixin, AccessLogAdmin), {})),
+    (
+        AccessLog,
+        type(
+            "AccessLogReadOnlyAdmin", (SuperuserReadOnlyAdminMixin, AccessLogAdmin, ModelAdmin), {}
+        ),
+    ),
     (
         AccessFailureLog,
         type(
             "AccessFailureLogReadOnlyAdmin",
-            (SuperuserReadOnlyAdminMixin, AccessFailureLogAdmin),
+            (SuperuserReadOnlyAdminMixin, AccessFailureLogAdmin, ModelAdmin),
             {},
         ),
     ),

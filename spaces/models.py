@@ -79,6 +79,16 @@ class Space(models.Model):
         help_text="Days before a card's expiry month ends its customer is emailed a link to "
         "register a new card. Empty: CARD_EXPIRY_WARNING_DAYS.",
     )
+    notification_texts = models.JSONField(
+        "default notification wording",
+        default=dict,
+        # Also in the database: rows written by code that predates the column get {} too.
+        db_default=models.Value({}, output_field=models.JSONField()),
+        blank=True,
+        help_text='Per language, what the clerk\'s charge notification starts from: {"en": '
+        '{"subject": "...", "body": "..."}, "de": {...}}. No greeting in the body: the email '
+        "greets the customer by name itself. Empty: the built-in wording.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     # The signing secret is never copied into history: it would be readable there.
     history = history_records(excluded_fields=["webhook_secret"])

@@ -27,6 +27,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 
 INSTALLED_APPS = [
+    "unfold",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -285,6 +286,21 @@ SIMPLE_HISTORY_REVERT_DISABLED = True
 # Days before its charge date a recurring line still without a card emails the customer a
 # registration link (a space's recurring settings may say otherwise).
 RECURRING_CARD_REMINDER_DAYS = env.int("RECURRING_CARD_REMINDER_DAYS", default=7)
+
+# --- Admin (django-unfold) --------------------------------------------------------------------
+# The home page is the user's work queue and the sidebar counts it (config/work_queue.py).
+UNFOLD = {
+    "SITE_TITLE": "Charging back office",
+    "SITE_HEADER": "Charging back office",
+    "SITE_SYMBOL": "payments",
+    "SHOW_VIEW_ON_SITE": False,
+    "DASHBOARD_CALLBACK": "config.work_queue.dashboard_callback",
+    "SIDEBAR": {
+        "show_search": True,
+        "show_all_applications": False,
+        "navigation": "config.work_queue.sidebar_navigation",
+    },
+}
 
 # --- Forms ------------------------------------------------------------------------------------
 CRISPY_ALLOWED_TEMPLATE_PACKS = "bootstrap5"

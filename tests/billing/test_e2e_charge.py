@@ -106,10 +106,11 @@ def test_clerk_enters_approver_approves_and_the_card_is_charged_once(
         )
         for i in range(5)
     ]
+    # In words, never the raw codes (issue 12: "the history shows labels").
     assert history == [
-        ("started", "system"),
-        ("amount_entered", "carla"),
-        ("approved", "arne"),
-        ("charge_started", "system"),
-        ("charge_succeeded", "system"),
+        ("Started", "system"),
+        ("1. Charge amount entered", "carla"),
+        ("Approved", "arne"),
+        ("Charge started", "system"),
+        ("Charge succeeded", "system"),
     ]
