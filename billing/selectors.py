@@ -1,6 +1,6 @@
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
-from .models import ChargeIssue, ChargeIssueEvent
+from .models import FINISHED_STATES, ChargeIssue, ChargeIssueEvent
 
 
 def charge_issue_list(*, queryset: QuerySet[ChargeIssue] | None = None) -> QuerySet[ChargeIssue]:
@@ -25,3 +25,15 @@ def charge_issue_due_q(now) -> Q:
     return Q(state=ChargeIssue.State.APPROVED) & (
         Q(charge_date__isnull=True) | Q(charge_date__lte=now)
     )
+
+
+def charge_issue_open_counts(*, space_id: int) -> dict[str, int]:
+    """How many of the space's issues wait in each unfinished state (one query)."""
+    rows = (
+        ChargeIssue.objects.filter(space_id=space_id)
+        .exclude(state__in=FINISHED_STATES)
+        .values("state")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return {row["state"]: row["count"] for row in rows}

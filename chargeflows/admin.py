@@ -316,3 +316,7 @@ class ChargeFlowCaseAdmin(ReadOnlyScopedAdmin):
         except ChargeFlowError as exc:
             messages.error(request, exc.message)
         return back
+
+
+# The per-space dashboard registers its own admin (chargeflows/dashboard.py).
+from . import dashboard  # noqa: E402, F401
