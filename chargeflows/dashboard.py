@@ -118,7 +118,14 @@ def _chart(labels: list[str], datasets: list[dict]) -> str:
 
 
 def _bar(label: str, values: list, color: str = PRIMARY, suffix: str = "") -> dict:
-    dataset = {"label": label, "data": values, "backgroundColor": color, "displayYAxis": True}
+    dataset = {
+        "label": label,
+        "data": values,
+        "backgroundColor": color,
+        "displayYAxis": True,
+        # Unfold draws 4-pixel bars, made for long series; these have a few bars each.
+        "maxBarThickness": 40,
+    }
     if suffix:
         dataset["suffixYAxis"] = suffix
     return dataset

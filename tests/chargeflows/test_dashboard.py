@@ -2,7 +2,6 @@
 with the data (10 against 10,000 rows of every kind), and the admin page's tenancy."""
 
 from datetime import timedelta
-from itertools import count
 
 import pytest
 from django.db import connection
@@ -13,65 +12,30 @@ from django.utils import timezone
 from billing.models import ChargeIssue
 from chargeflows.dashboard import duration_text, space_dashboard
 from chargeflows.models import (
-    ChargeFlow,
     ChargeFlowCase,
     ChargeFlowLevel,
-    ChargeFlowLevelConfiguration,
     ChargeFlowLevelPaymentLink,
 )
 from payments.models import ChargeAttempt, DeliveryAttempt, OutboundEvent, ProviderEvent
 from spaces.roles import CLERK
+from tests.chargeflows.dashboard_data import (
+    Purpose,
+    attempt_row,
+    default_levels,
+    fill_dashboard_data,
+    issue_row,
+)
 from tests.factories import PaymentCardFactory, SpaceFactory, StaffUserFactory
 
 pytestmark = pytest.mark.django_db
 
-_keys = count()
 IS = ChargeIssue.State
 CS = ChargeFlowCase.State
 LS = ChargeFlowLevel.State
-Purpose = ChargeAttempt.Purpose
-
-
-def _issue(card, state=IS.COLLECTING, *, failure_code="", amount=1000, currency="EUR", **kw):
-    return ChargeIssue(
-        space_id=card.space_id,
-        customer_id=card.customer_id,
-        card=card,
-        source=ChargeIssue.Source.STAFF,
-        customer_name="Erika Mustermann",
-        customer_email="erika@example.test",
-        provider_customer_id="cus_dash",
-        card_last4="4242",
-        amount_minor=amount,
-        currency=currency,
-        state=state,
-        failure_code=failure_code,
-        **kw,
-    )
-
-
-def _attempt(space, *, amount, currency="EUR", finished_at, status="succeeded", **owner):
-    return ChargeAttempt(
-        space=space,
-        purpose=owner.pop("purpose"),
-        provider_customer_id="cus_dash",
-        provider_payment_method_id="pm_dash",
-        amount_minor=amount,
-        currency=currency,
-        idempotency_key=f"dash-{next(_keys)}",
-        status=status,
-        finished_at=finished_at,
-        **owner,
-    )
-
-
-def _levels(space):
-    flow = ChargeFlow.objects.get(space=space, is_default=True)
-    return flow, list(ChargeFlowLevelConfiguration.objects.filter(flow=flow).order_by("priority"))
 
 
 def _case(card, flow, *, state, code="", took=None, now):
-    issue = _issue(card, failure_code=code)
+    issue = issue_row(card, failure_code=code)
     issue.save()
     case = ChargeFlowCase.objects.create(
         space_id=card.space_id, issue=issue, flow=flow, state=state, recipient_email="e@x.test"
@@ -106,7 +70,7 @@ def card(space):
 
 def test_the_figures_on_known_data(space, card):
     now = timezone.now()
-    flow, (l1, l2, l3) = _levels(space)
+    flow, (l1, l2, l3) = default_levels(space)
     other_card = PaymentCardFactory(customer__space=SpaceFactory(slug="other"))
 
     # Collections: four recovered (8, 2, 4 and 6 days: median 5 days), one failed, one
@@ -123,7 +87,7 @@ def test_the_figures_on_known_data(space, card):
     _case(card, flow, state=CS.CANCELLED, code="expired_card", took=timedelta(1), now=now)
     r1 = _case(card, flow, state=CS.RUNNING, now=now)
     r2 = _case(card, flow, state=CS.RUNNING, now=now)
-    other_flow, (other_l1, *_) = _levels(other_card.space)
+    other_flow, (other_l1, *_) = default_levels(other_card.space)
     r3 = _case(other_card, other_flow, state=CS.RUNNING, now=now)
     # Levels that ended: level 1 recovered 1 of 6, level 2 1 of 4, level 3 2 of 3.
     _level(c1, l1, 1, LS.FAILED, now=now)
@@ -145,30 +109,30 @@ def test_the_figures_on_known_data(space, card):
 
     # Open issues besides the collecting ones above: 2 awaiting amount, 1 awaiting approval,
     # and finished ones that are not open.
-    awaiting = [_issue(card, IS.AWAITING_AMOUNT, amount=None) for _ in range(2)]
+    awaiting = [issue_row(card, IS.AWAITING_AMOUNT, amount=None) for _ in range(2)]
     ChargeIssue.objects.bulk_create(
-        [*awaiting, _issue(card, IS.AWAITING_APPROVAL), _issue(card, IS.CANCELLED)]
+        [*awaiting, issue_row(card, IS.AWAITING_APPROVAL), issue_row(card, IS.CANCELLED)]
     )
-    charged_today, charged_before, failed, old, usd = (_issue(card, IS.SUCCEEDED) for _ in range(5))
-    ChargeIssue.objects.bulk_create([charged_today, charged_before, failed, old, usd])
+    paid = ChargeIssue.objects.bulk_create([issue_row(card, IS.SUCCEEDED) for _ in range(5)])
+    charged_today, charged_before, failed, old, usd = paid
     day = timedelta(days=1)
     ChargeAttempt.objects.bulk_create(
         [
-            _attempt(space, amount=1000, finished_at=now, purpose=Purpose.ISSUE_CHARGE,
+            attempt_row(space, amount=1000, finished_at=now, purpose=Purpose.ISSUE_CHARGE,
                      charge_issue=charged_today),
-            _attempt(space, amount=500, finished_at=now - 2 * day, purpose=Purpose.ISSUE_CHARGE,
+            attempt_row(space, amount=500, finished_at=now - 2 * day, purpose=Purpose.ISSUE_CHARGE,
                      charge_issue=charged_before),
-            _attempt(space, amount=999, finished_at=now, status="failed",
+            attempt_row(space, amount=999, finished_at=now, status="failed",
                      purpose=Purpose.ISSUE_CHARGE, charge_issue=failed),
-            _attempt(space, amount=777, finished_at=now - 40 * day,
+            attempt_row(space, amount=777, finished_at=now - 40 * day,
                      purpose=Purpose.ISSUE_CHARGE, charge_issue=old),
-            _attempt(space, amount=700, currency="USD", finished_at=now,
+            attempt_row(space, amount=700, currency="USD", finished_at=now,
                      purpose=Purpose.ISSUE_CHARGE, charge_issue=usd),
-            _attempt(space, amount=300, finished_at=now, purpose=Purpose.FLOW_LEVEL,
+            attempt_row(space, amount=300, finished_at=now, purpose=Purpose.FLOW_LEVEL,
                      flow_level=c2.levels.get()),
-            _attempt(space, amount=200, finished_at=now - 5 * day, purpose=Purpose.PAYMENT_LINK,
+            attempt_row(space, amount=200, finished_at=now - 5 * day, purpose=Purpose.PAYMENT_LINK,
                      payment_link=link),
-            _attempt(other_card.space, amount=5000, finished_at=now, purpose=Purpose.FLOW_LEVEL,
+            attempt_row(other_card.space, amount=5000, finished_at=now, purpose=Purpose.FLOW_LEVEL,
                      flow_level=r3.levels.get()),
         ]
     )  # fmt: skip
@@ -234,7 +198,7 @@ def test_the_figures_on_known_data(space, card):
 
 def test_the_median_of_an_odd_number_and_of_none(space, card):
     now = timezone.now()
-    flow, _ = _levels(space)
+    flow, _ = default_levels(space)
     assert (
         space_dashboard(space_id=space.pk, include_provider_events=False).recovery_time_median
         is None
@@ -249,72 +213,6 @@ def test_the_median_of_an_odd_number_and_of_none(space, card):
     assert duration_text(figures.recovery_time_median) == "3 d 0 h"
 
 
-def _fill(space, card, n):
-    """n rows of every kind the dashboard reads, the way bulk data arrives (bulk_create)."""
-    now = timezone.now()
-    flow, (l1, *_) = _levels(space)
-    issues = ChargeIssue.objects.bulk_create(
-        [_issue(card, failure_code=f"code_{i % 7}") for i in range(n)], batch_size=2000
-    )
-    ChargeAttempt.objects.bulk_create(
-        [
-            _attempt(space, amount=100, finished_at=now, purpose=Purpose.ISSUE_CHARGE,
-                     charge_issue=issue, currency=("EUR", "USD")[i % 2])
-            for i, issue in enumerate(issues)
-        ],
-        batch_size=2000,
-    )  # fmt: skip
-    cases = ChargeFlowCase.objects.bulk_create(
-        [
-            ChargeFlowCase(
-                space=space,
-                issue=issue,
-                flow=flow,
-                state=(CS.RUNNING, CS.SUCCEEDED, CS.FAILED)[i % 3],
-                recipient_email="e@x.test",
-                finished_at=None if i % 3 == 0 else now,
-            )
-            for i, issue in enumerate(issues)
-        ],
-        batch_size=2000,
-    )
-    ChargeFlowLevel.objects.bulk_create(
-        [
-            ChargeFlowLevel(
-                case=case,
-                configuration=l1,
-                position=1,
-                state=(LS.PENDING, LS.SUCCESSFUL, LS.FAILED)[i % 3],
-                started_at=now,
-                times_out_at=now,
-                finished_at=None if i % 3 == 0 else now,
-            )
-            for i, case in enumerate(cases)
-        ],
-        batch_size=2000,
-    )
-    events = OutboundEvent.objects.bulk_create(
-        [
-            OutboundEvent(space=space, type="t", payload={}, url="https://x.test", tries=1,
-                          given_up=i % 2 == 0)
-            for i in range(n)
-        ],
-        batch_size=2000,
-    )  # fmt: skip
-    DeliveryAttempt.objects.bulk_create(
-        [DeliveryAttempt(event=event, latency_ms=1) for event in events], batch_size=2000
-    )
-    start = ProviderEvent.objects.count()
-    ProviderEvent.objects.bulk_create(
-        [
-            ProviderEvent(provider_event_id=f"evt_{start + i}", type="t", payload={}, tries=1,
-                          given_up=True)
-            for i in range(n)
-        ],
-        batch_size=2000,
-    )  # fmt: skip
-
-
 def _queries(function) -> tuple[int, object]:
     with CaptureQueriesContext(connection) as captured:
         result = function()
@@ -325,9 +223,9 @@ def test_the_figures_take_the_same_queries_at_10_and_10000_rows(space, card):
     def figures():
         return space_dashboard(space_id=space.pk, include_provider_events=True)
 
-    _fill(space, card, 10)
+    fill_dashboard_data(space, card, 10)
     small, small_figures = _queries(figures)
-    _fill(space, card, 9_990)
+    fill_dashboard_data(space, card, 9_990)
     large, large_figures = _queries(figures)
 
     assert small == large == 10
@@ -347,11 +245,11 @@ def test_the_page_takes_the_same_queries_at_10_and_10000_rows(client, space, car
     client.force_login(user)
     url = reverse("admin:chargeflows_dashboard_space", args=[space.pk])
 
-    _fill(space, card, 10)
+    fill_dashboard_data(space, card, 10)
     small, response = _queries(lambda: client.get(url))
     assert response.status_code == 200
     assert b'id="open-charges-total">10<' in response.content
-    _fill(space, card, 9_990)
+    fill_dashboard_data(space, card, 9_990)
     large, response = _queries(lambda: client.get(url))
     assert response.status_code == 200
     assert b'id="open-charges-total">10000<' in response.content
@@ -404,3 +302,11 @@ def test_the_dashboard_needs_a_staff_login(client, space):
     response = client.get(url)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("admin:login"))
+
+
+def test_the_space_page_links_to_its_dashboard(client, space):
+    client.force_login(StaffUserFactory(username="root", is_superuser=True))
+    response = client.get(reverse("admin:spaces_space_change", args=[space.pk]))
+    assert response.status_code == 200
+    url = reverse("admin:chargeflows_dashboard_space", args=[space.pk])
+    assert f'href="{url}"'.encode() in response.content
