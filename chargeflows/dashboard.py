@@ -131,6 +131,16 @@ def _bar(label: str, values: list, color: str = PRIMARY, suffix: str = "") -> di
     return dataset
 
 
+def _rates(rows: list[dict], label) -> dict:
+    """A recovery-rate chart and its table of "recovered of finished" counts."""
+    rows = [
+        {**row, "label": label(row), "rate": _rate(row["recovered"], row["finished"])}
+        for row in rows
+    ]
+    rates = _bar("Recovered (%)", [row["rate"] for row in rows], RECOVERED, "%")
+    return {"rows": rows, "data": _chart([row["label"] for row in rows], [rates])}
+
+
 # Unfold's defaults hide the legend, which two series on one chart need.
 LEGEND_OPTIONS = json.dumps(
     {
@@ -196,51 +206,10 @@ def dashboard_charts(figures: SpaceDashboard) -> dict:
                 [_bar("Running collections", [r["count"] for r in figures.collections_by_level])],
             ),
         },
-        "recovery_per_level": {
-            "rows": [
-                {
-                    **row,
-                    "label": level_label(**row),
-                    "rate": _rate(row["recovered"], row["finished"]),
-                }
-                for row in figures.recovery_per_level
-            ],
-            "data": _chart(
-                [level_label(**row) for row in figures.recovery_per_level],
-                [
-                    _bar(
-                        "Recovered (%)",
-                        [_rate(r["recovered"], r["finished"]) for r in figures.recovery_per_level],
-                        RECOVERED,
-                        "%",
-                    )
-                ],
-            ),
-        },
-        "recovery_per_decline_code": {
-            "rows": [
-                {
-                    **row,
-                    "label": row["code"] or "(no charge)",
-                    "rate": _rate(row["recovered"], row["finished"]),
-                }
-                for row in figures.recovery_per_decline_code
-            ],
-            "data": _chart(
-                [row["code"] or "(no charge)" for row in figures.recovery_per_decline_code],
-                [
-                    _bar(
-                        "Recovered (%)",
-                        [
-                            _rate(r["recovered"], r["finished"])
-                            for r in figures.recovery_per_decline_code
-                        ],
-                        RECOVERED,
-                        "%",
-                    )
-                ],
-            ),
-        },
+        "recovery_per_level": _rates(figures.recovery_per_level, lambda r: level_label(**r)),
+        "recovery_per_decline_code": _rates(
+            figures.recovery_per_decline_code, lambda r: r["code"] or "(no charge)"
+        ),
         "recovery_time_median": duration_text(figures.recovery_time_median),
         "legend_options": LEGEND_OPTIONS,
     }
