@@ -1,10 +1,10 @@
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 
 from cards.models import Customer
 from core.search import RELATED_LIMIT, all_terms, is_last4, search_id
 from payments.models import ChargeAttempt
 
-from .models import ChargeIssue, ChargeIssueEvent, Refund, RefundEvent
+from .models import FINISHED_STATES, ChargeIssue, ChargeIssueEvent, Refund, RefundEvent
 
 
 def charge_issue_list(*, queryset: QuerySet[ChargeIssue] | None = None) -> QuerySet[ChargeIssue]:
@@ -130,3 +130,15 @@ CHARGE_ISSUE_QUEUES = {
     "returned": charge_issues_returned_q,
     "awaiting_approval": charge_issues_awaiting_approval_q,
 }
+
+
+def charge_issue_open_counts(*, space_id: int) -> dict[str, int]:
+    """How many of the space's issues wait in each unfinished state (one query)."""
+    rows = (
+        ChargeIssue.objects.filter(space_id=space_id)
+        .exclude(state__in=FINISHED_STATES)
+        .values("state")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    return {row["state"]: row["count"] for row in rows}

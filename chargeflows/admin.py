@@ -453,3 +453,7 @@ class ChargeIssueWithFlowLevelAdmin(ChargeIssueAdmin):
         if issue.flow_level_position is None:
             return "–"
         return f"{issue.flow_level_position}. {issue.flow_level_name}"
+
+
+# The per-space dashboard registers its own admin (chargeflows/dashboard.py).
+from . import dashboard  # noqa: E402, F401

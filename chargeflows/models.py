@@ -337,3 +337,14 @@ class ChargeFlowCaseEvent(models.Model):
 
     def __str__(self):
         return f"{self.action} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class Dashboard(Space):
+    """A space seen as its dashboard (figures of charges and collections), so the admin lists
+    it as a page of its own under the user's spaces. No table: a proxy of Space."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "dashboard"
+        verbose_name_plural = "dashboards"
+        default_permissions = ()
