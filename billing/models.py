@@ -94,6 +94,16 @@ class ChargeIssue(models.Model):
                 condition=Q(amount_minor__isnull=True) | Q(amount_minor__gt=0),
                 name="issue_amount_positive",
             ),
+            # One unfinished issue per reference and space, whatever races: two concurrent
+            # starts with one reference cannot both commit. Finished ones are left out, so a
+            # 1r. restart (which copies the reference) of a finished issue is allowed; the API
+            # also refuses a reference whose charge succeeded (api_services, "live").
+            models.UniqueConstraint(
+                fields=["space", "external_reference"],
+                condition=~Q(external_reference="")
+                & ~Q(state__in=["succeeded", "failed", "cancelled"]),
+                name="issue_open_reference_unique",
+            ),
         ]
 
     def __str__(self):
@@ -125,6 +135,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.CANCELLED: frozenset(),
 }
 FINISHED_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
+# A "live" charge holds its reference for the API: every state but cancelled and failed (a
+# succeeded charge was made for that reference; starting another needs a new reference).
+LIVE_STATES = frozenset(set(S) - {S.FAILED, S.CANCELLED})
 
 
 class ChargeIssueEvent(models.Model):

@@ -42,6 +42,9 @@ INSTALLED_APPS = [
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
     "axes",
+    # django-ninja (the /api/v1/ API): listed so its docs page uses the Swagger UI files it
+    # ships, served as static files, rather than loading them from a CDN.
+    "ninja",
     "core",
     "spaces",
     "payments",
