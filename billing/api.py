@@ -282,13 +282,17 @@ def refusals(*statuses: int) -> dict:
 
 
 def json_body(schema) -> dict:
-    """openapi_extra documenting a required JSON body (validated by the forms, not by ninja)."""
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema.model_json_schema()}},
-        }
-    }
+    """openapi_extra documenting a required JSON body (validated by the forms, not by ninja),
+    its enums inlined: pydantic's "#/$defs/..." references mean nothing inside the OpenAPI
+    document."""
+    body = schema.model_json_schema()
+    definitions = body.pop("$defs", {})
+    for field in body["properties"].values():
+        for option in (field, *field.get("anyOf", ())):
+            ref = option.pop("$ref", None)
+            if ref is not None:
+                option.update(definitions[ref.rsplit("/", 1)[-1]])
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
 
 
 def idempotency_key_header() -> dict:

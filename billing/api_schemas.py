@@ -32,7 +32,9 @@ class ChargeIssueCreate(Schema):
     model_config = ConfigDict(extra="forbid")
 
     customer: str = Field(
-        max_length=100, description='The customer\'s number in your system, or "id:<our id>".'
+        max_length=100,
+        description='The customer\'s number in your system, or "id:<our id>".',
+        examples=["0283759"],
     )
     amount: str | None = Field(
         None,
@@ -42,7 +44,10 @@ class ChargeIssueCreate(Schema):
         examples=["12.34"],
     )
     currency: str | None = Field(
-        None, max_length=3, description="ISO 4217; default: the space's currency."
+        None,
+        max_length=3,
+        description="ISO 4217; default: the space's currency.",
+        examples=["EUR"],
     )
     notification_subject: str | None = Field(None, max_length=200)
     notification_body: str | None = None

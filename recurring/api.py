@@ -69,7 +69,7 @@ class RecurringLineCreateForm(billing_api.SpaceJsonForm):
 
 
 class RecurringLineCreate(Schema):
-    """The body of a create, as documented (RecurringLineCreateForm validates it)."""
+    """A new recurring line (checked by RecurringLineCreateForm)."""
 
     model_config = ConfigDict(extra="forbid")
 
