@@ -1,47 +1,72 @@
-"""The charging API for other systems (ERP, shop): JSON over HTTPS with a per-space key.
+"""The charging API for other systems (ERP, shop): JSON over HTTPS with a per-space key, as
+django-ninja operations (config/api.py mounts them at /api/v1/ with the schema at
+/api/v1/openapi.json and the docs at /api/v1/docs).
 
-POST /api/v1/charge-issues
-    Authorization: Bearer bo_<prefix>_<secret>      (a key made in the admin, API keys)
+Authorization: Bearer bo_<prefix>_<secret>          (a key made in the admin, API keys)
+
+POST /api/v1/charge-issues                  start an issue (Idempotency-Key honoured)
     Idempotency-Key: <up to 255 characters>         (optional; a UUID per intended issue)
     {"customer": "0283759" | "id:<our id>",         (required)
      "amount": "12.34",                             (optional, see below)
      "currency": "EUR",                             (optional, default: the space's)
      "notification_subject": "...", "notification_body": "...",
      "reference": "<up to 100 characters>"}
+GET  /api/v1/charge-issues                  list, newest first: ?state= &customer= &reference=
+                                            &created_after= &created_before= &limit= &cursor=
+GET  /api/v1/charge-issues/<id>             read one
+POST /api/v1/charge-issues/<id>/cancel      cancel (audited, naming the key)
+GET  /api/v1/charge-issues/<id>/events      its audit trail, oldest first
+
+A key sees only its own space's issues: another space's id is a 404 like a missing one.
 
 `amount` is only a proposal: the issue starts at "1. charge amount entry" with it filled in,
 and a clerk confirms it there and another person approves it, as for any other issue. See
 api_services.charge_issue_api_start, which also explains which answers are replayed for a
-repeated Idempotency-Key (only the 201).
+repeated Idempotency-Key (only the 201), and what a "live" charge is (one per reference).
 
 The body is JSON (Content-Type: application/json, UTF-8) of at most MAX_BODY_BYTES. `amount`
 follows the admin's rule (core.money.to_minor): plain decimal text in ASCII digits with no
 spaces around it, at least the provider's minimum charge for the currency (0.50 EUR, 50 JPY,
-...) and at most the space's maximum.
+...) and at most the space's maximum. Bodies are checked by the Django forms below (so one
+answer lists every field's problem, unknown fields included); the schema documents them.
 
 Answers are JSON. Errors are {"error": <user-safe message>, "code": <stable code>} and, for
-400 "invalid", "fields": {<field>: [<message>, ...]}. Codes: unauthorized (401),
-invalid_json / invalid (400), customer_not_found (404), method_not_allowed (405), no_card (409),
-payload_too_large (413), unsupported_media_type (415), idempotency_key_reused (422),
-rate_limited (429); not_found (404) and server_error (500) come from config.views.
+400 "invalid", "fields": {<field>: [<message>, ...]} (query parameters too). Codes:
+unauthorized (401), invalid_json / invalid (400), customer_not_found / not_found (404),
+method_not_allowed (405), no_card / illegal_transition / reference_in_use (409, the last with
+"existing_id"), payload_too_large (413), unsupported_media_type (415), idempotency_key_reused
+(422), rate_limited (429); server_error (500) comes from config.views.
 """
 
 import hmac
 import json
 import logging
+from datetime import datetime
+from typing import Annotated
 
 from django import forms
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from ninja import Path, Query, Router
+from ninja.security import HttpBearer
 
 from cards.models import Customer
 from core import money
-from core.errors import domain_error_json, error_json
+from core.errors import error_json
 from core.logging import log_context_bind
 from core.ratelimit import attempt_allowed
 
-from . import api_services
+from . import api_services, selectors
+from .api_schemas import (
+    MAX_ID,
+    ChargeIssueCreate,
+    ChargeIssueEventList,
+    ChargeIssueFilters,
+    ChargeIssueOut,
+    ChargeIssuePage,
+    Error,
+)
 from .exceptions import BillingError, InvalidAmount
 from .models import ApiKey
 
@@ -58,8 +83,11 @@ MAX_BODY_BYTES = 256 * 1024
 
 _STATUS_FOR_CODE = {
     "customer_not_found": 404,
+    "not_found": 404,
     "not_allowed": 403,
     "no_card": 409,
+    "illegal_transition": 409,
+    "reference_in_use": 409,
     "idempotency_key_reused": 422,
 }
 
@@ -136,7 +164,9 @@ def _unauthorized(message: str, *, invalid_token: bool = False) -> JsonResponse:
 
 def billing_error_response(exc: BillingError, api_key: ApiKey) -> JsonResponse:
     logger.info("api refused: code=%s key=%s", exc.code, api_key.prefix)
-    return domain_error_json(exc, status=_STATUS_FOR_CODE.get(exc.code, 422))
+    existing_id = getattr(exc, "existing_id", None)
+    extra = {"existing_id": existing_id} if existing_id is not None else {}
+    return error_json(_STATUS_FOR_CODE.get(exc.code, 422), exc.code, exc.message, **extra)
 
 
 def answer_response(outcome: api_services.ApiResponse) -> JsonResponse:
@@ -211,34 +241,85 @@ def customer_lookup(space, identifier: str) -> Customer | None:
     return customers.filter(external_number=identifier).first()
 
 
-def api_request_guard(request, *, allow: str, what: str) -> ApiKey | JsonResponse:
-    """Method, API key and the key's rate limit, in that order: the request's ApiKey, or the
-    answer to give instead."""
-    if request.method != allow:
-        response = error_json(405, "method_not_allowed", f"Use {allow} to {what}.")
-        response["Allow"] = allow
-        return response
-    api_key = authenticate(request)
-    if isinstance(api_key, JsonResponse):
+# --- The operations ---------------------------------------------------------------------------
+
+
+class ApiRefused(Exception):
+    """An answer decided before an operation runs (401, 429); config.api answers with it."""
+
+    def __init__(self, response: JsonResponse):
+        super().__init__(response.status_code)
+        self.response = response
+
+
+class ApiKeyAuth(HttpBearer):
+    """The space's API key as a Bearer token, then the key's rate limit: request.auth is the
+    ApiKey. Refusals are raised (ApiRefused) so each keeps its own message and headers."""
+
+    def __call__(self, request):
+        api_key = authenticate(request)
+        if isinstance(api_key, JsonResponse):
+            raise ApiRefused(api_key)
+        log_context_bind(space=api_key.space_id)
+        allowed, retry_after = attempt_allowed(
+            scope="billing-api", key=str(api_key.pk), limit=RATE_LIMIT, window=RATE_WINDOW_SECONDS
+        )
+        if not allowed:
+            response = error_json(
+                429, "rate_limited", "Too many requests with this key; slow down."
+            )
+            response["Retry-After"] = str(retry_after)
+            raise ApiRefused(response)
         return api_key
-    log_context_bind(space=api_key.space_id)
-    allowed, retry_after = attempt_allowed(
-        scope="billing-api", key=str(api_key.pk), limit=RATE_LIMIT, window=RATE_WINDOW_SECONDS
-    )
-    if not allowed:
-        response = error_json(429, "rate_limited", "Too many requests with this key; slow down.")
-        response["Retry-After"] = str(retry_after)
-        return response
-    return api_key
+
+    def authenticate(self, request, token):  # pragma: no cover - __call__ does it all
+        raise NotImplementedError
 
 
-@csrf_exempt
-def charge_issue_create(request):
-    """Start a charging issue for one of the key's space's customers (see the module doc)."""
-    api_key = api_request_guard(request, allow="POST", what="start a charging issue")
-    if isinstance(api_key, JsonResponse):
-        return api_key
+def refusals(*statuses: int) -> dict:
+    """The operation's documented error answers, all in the one error shape."""
+    return dict.fromkeys((401, 429, *statuses), Error)
 
+
+def json_body(schema) -> dict:
+    """openapi_extra documenting a required JSON body (validated by the forms, not by ninja),
+    its enums inlined: pydantic's "#/$defs/..." references mean nothing inside the OpenAPI
+    document."""
+    body = schema.model_json_schema()
+    definitions = body.pop("$defs", {})
+    for field in body["properties"].values():
+        for option in (field, *field.get("anyOf", ())):
+            ref = option.pop("$ref", None)
+            if ref is not None:
+                option.update(definitions[ref.rsplit("/", 1)[-1]])
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": body}}}}
+
+
+def idempotency_key_header() -> dict:
+    return {
+        "in": "header",
+        "name": "Idempotency-Key",
+        "required": False,
+        "description": "1 to 255 printable characters (e.g. a UUID): a repeat with the same key "
+        "and body replays the first 201 (with Idempotent-Replayed: true).",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    }
+
+
+def read_json_body(request) -> dict | JsonResponse:
+    """The body as a JSON object, after the media type and size checks: the dict, or the
+    refusal to answer (415, 413, 400 invalid_json)."""
+    refusal = body_refusal(request)
+    if refusal is not None:
+        return refusal
+    data = json_object(request)
+    if isinstance(data, str):
+        return error_json(400, "invalid_json", data)
+    return data
+
+
+def idempotency_key_of(request) -> str | None | JsonResponse:
+    """The request's Idempotency-Key (None without one), or the 400 for a malformed one."""
     idempotency_key = request.headers.get("Idempotency-Key")
     if idempotency_key is not None and not (
         0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()
@@ -246,13 +327,36 @@ def charge_issue_create(request):
         return invalid_response(
             {"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]}
         )
+    return idempotency_key
 
-    refusal = body_refusal(request)
-    if refusal is not None:
-        return refusal
-    data = json_object(request)
-    if isinstance(data, str):
-        return error_json(400, "invalid_json", data)
+
+router = Router(auth=ApiKeyAuth(), tags=["charge issues"])
+
+
+IssueId = Annotated[int, Path(ge=1, le=MAX_ID, description="The issue's id (a start's `id`).")]
+
+
+def _issue_not_found() -> JsonResponse:
+    return error_json(404, "not_found", "No charging issue with this id in your space.")
+
+
+@router.post(
+    "/charge-issues",
+    url_name="charge_issue_create",
+    summary="Start a charging issue",
+    response={201: ChargeIssueOut, **refusals(400, 404, 409, 413, 415, 422)},
+    openapi_extra={**json_body(ChargeIssueCreate), "parameters": [idempotency_key_header()]},
+)
+def charge_issue_create(request):
+    """Start a charging issue for one of the key's space's customers, at "1. charge amount
+    entry" (see the module doc). A live charge with the same `reference` is a 409 naming it."""
+    api_key = request.auth
+    idempotency_key = idempotency_key_of(request)
+    if isinstance(idempotency_key, JsonResponse):
+        return idempotency_key
+    data = read_json_body(request)
+    if isinstance(data, JsonResponse):
+        return data
     try:
         request_hash = api_services.api_request_hash(data)
     except UnicodeEncodeError:
@@ -294,3 +398,121 @@ def charge_issue_create(request):
     except BillingError as exc:
         return billing_error_response(exc, api_key)
     return answer_response(outcome)
+
+
+# The cursor is opaque to clients: the last row's (created_at, id), signed so that a client
+# cannot hand us something we did not give out.
+_CURSOR_SALT = "billing.api.charge-issues.cursor"
+
+
+def _cursor_dump(issue) -> str:
+    return signing.dumps([issue.created_at.isoformat(), issue.pk], salt=_CURSOR_SALT)
+
+
+def _cursor_load(cursor: str):
+    try:
+        created_at, pk = signing.loads(cursor, salt=_CURSOR_SALT)
+        return datetime.fromisoformat(created_at), int(pk)
+    except (signing.BadSignature, ValueError, TypeError):
+        return None
+
+
+@router.get(
+    "/charge-issues",
+    summary="List charging issues",
+    response={200: ChargeIssuePage, **refusals(400)},
+)
+def charge_issue_list(request, filters: Query[ChargeIssueFilters]):
+    """The key's space's issues, newest first (created_at, then id), `limit` per page. Paging
+    by `next_cursor` is stable while issues are added: new ones come before the first page,
+    never between pages. An unknown `customer` matches nothing."""
+    api_key = request.auth
+    after = None
+    if filters.cursor is not None:
+        after = _cursor_load(filters.cursor)
+        if after is None:
+            return invalid_response({"cursor": ["Send a next_cursor from an earlier page."]})
+    customer_id = None
+    if filters.customer is not None:
+        customer = customer_lookup(api_key.space, filters.customer)
+        customer_id = customer.pk if customer is not None else 0
+    issues = list(
+        selectors.charge_issue_api_list(
+            space_id=api_key.space_id,
+            state=filters.state,
+            customer_id=customer_id,
+            reference=filters.reference,
+            created_after=filters.created_after,
+            created_before=filters.created_before,
+            after=after,
+        )[: filters.limit + 1]
+    )
+    page, more = issues[: filters.limit], len(issues) > filters.limit
+    return JsonResponse(
+        {
+            "data": [api_services.charge_issue_api_data(issue) for issue in page],
+            "next_cursor": _cursor_dump(page[-1]) if more else None,
+        }
+    )
+
+
+@router.get(
+    "/charge-issues/{id}",
+    url_name="charge_issue_detail",
+    summary="Read a charging issue",
+    response={200: ChargeIssueOut, **refusals(400, 404)},
+)
+def charge_issue_detail(request, id: IssueId):  # noqa: A002 - the URL's parameter name
+    issue = selectors.charge_issue_api_get(space_id=request.auth.space_id, pk=id)
+    if issue is None:
+        return _issue_not_found()
+    return JsonResponse(api_services.charge_issue_api_data(issue))
+
+
+@router.post(
+    "/charge-issues/{id}/cancel",
+    url_name="charge_issue_cancel",
+    summary="Cancel a charging issue",
+    description="Allowed until the charge is made: awaiting amount entry, returned, awaiting "
+    "approval or approved. Any other state is a 409 (a charge being collected is cancelled "
+    "with its collection, in the back office).",
+    response={200: ChargeIssueOut, **refusals(400, 404, 409)},
+)
+def charge_issue_cancel(request, id: IssueId):  # noqa: A002
+    api_key = request.auth
+    issue = selectors.charge_issue_api_get(space_id=api_key.space_id, pk=id)
+    if issue is None:
+        return _issue_not_found()
+    try:
+        outcome = api_services.charge_issue_api_cancel(api_key=api_key, issue=issue)
+    except BillingError as exc:
+        return billing_error_response(exc, api_key)
+    return answer_response(outcome)
+
+
+@router.get(
+    "/charge-issues/{id}/events",
+    url_name="charge_issue_events",
+    summary="A charging issue's events",
+    response={200: ChargeIssueEventList, **refusals(400, 404)},
+)
+def charge_issue_events(request, id: IssueId):  # noqa: A002
+    issue = selectors.charge_issue_api_get(space_id=request.auth.space_id, pk=id)
+    if issue is None:
+        return _issue_not_found()
+    events = selectors.charge_issue_event_list(issue_id=issue.pk)
+    return JsonResponse(
+        {
+            "data": [
+                {
+                    "id": event.pk,
+                    "action": event.action,
+                    "from_state": event.from_state,
+                    "to_state": event.to_state,
+                    "comment": event.comment,
+                    "created_at": event.created_at.isoformat(),
+                }
+                for event in events
+            ]
+        }
+    )

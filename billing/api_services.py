@@ -21,8 +21,8 @@ from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
 
 from . import services
-from .exceptions import BillingError, InvalidAmount, NotAllowed
-from .models import ApiIdempotencyRecord, ApiKey, ApiKeyEvent, ChargeIssue
+from .exceptions import BillingError, InvalidAmount, NotAllowed, ReferenceInUse
+from .models import LIVE_STATES, ApiIdempotencyRecord, ApiKey, ApiKeyEvent, ChargeIssue
 
 logger = logging.getLogger(__name__)
 
@@ -177,6 +177,19 @@ def api_idempotency_claim(
     return record, None
 
 
+def _live_reference_refuse(*, space_id: int, reference: str) -> None:
+    existing = (
+        ChargeIssue.objects.filter(
+            space_id=space_id, external_reference=reference, state__in=LIVE_STATES
+        )
+        .order_by("-created_at", "-pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if existing is not None:
+        raise ReferenceInUse(existing)
+
+
 def charge_issue_api_start(
     *,
     api_key: ApiKey,
@@ -203,6 +216,12 @@ def charge_issue_api_start(
     nothing to protect from a repeat, and the client may fix the request or the customer's
     card and retry under the same key (like Stripe, which saves no result when validation
     fails).
+
+    A `reference` names one live charge in the space: a start with the reference of an issue
+    that is not cancelled or failed (LIVE_STATES: succeeded counts, that order was charged) is
+    refused with ReferenceInUse (409, naming it). The check here covers every live state; the
+    database's unique index covers the unfinished ones, so two concurrent starts with one
+    reference (and different Idempotency-Keys) cannot both win.
     """
     space = api_key.space
     if customer.space_id != space.pk:
@@ -221,6 +240,8 @@ def charge_issue_api_start(
         )
         if replay is not None:
             return replay
+        if reference:
+            _live_reference_refuse(space_id=space.pk, reference=reference)
         issue = services.charge_issue_start(
             customer=customer,
             source=ChargeIssue.Source.API,
@@ -238,3 +259,18 @@ def charge_issue_api_start(
             record.save(update_fields=["response_body"])
     logger.info("charge issue %s started through api key %s", issue.pk, api_key.prefix)
     return ApiResponse(201, body)
+
+
+# --- Cancel -----------------------------------------------------------------------------------
+
+
+def charge_issue_api_cancel(*, api_key: ApiKey, issue: ChargeIssue) -> ApiResponse:
+    """Another system cancels one of its space's issues through the billing service (audited,
+    naming the key); IllegalTransition (409) where the state does not allow it."""
+    if issue.space_id != api_key.space_id:
+        raise NotAllowed("This charge belongs to another space.", code="not_found")
+    issue = services.charge_issue_cancel(
+        issue=issue, via={"api_key": api_key.name, "api_key_prefix": api_key.prefix}
+    )
+    logger.info("charge issue %s cancelled through api key %s", issue.pk, api_key.prefix)
+    return ApiResponse(200, charge_issue_api_data(issue))

@@ -55,3 +55,17 @@ class RefundAboveLeft(BillingError):
 class RefundSelfApprovalRefused(SelfApprovalRefused):
     code = "refund_self_approval"
     message = "You requested this refund, so someone else must approve it (four-eyes rule)."
+
+
+class ReferenceInUse(BillingError):
+    """One live charge per reference and space (see models.LIVE_STATES): `existing_id` names
+    the live one."""
+
+    code = "reference_in_use"
+
+    def __init__(self, existing_id: int):
+        super().__init__(
+            f"Charge #{existing_id} already has this reference and is not cancelled or failed: "
+            "read it, or send another reference."
+        )
+        self.existing_id = existing_id

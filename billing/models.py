@@ -118,6 +118,16 @@ class ChargeIssue(models.Model):
                 | Q(refunded_minor__gt=0, refunded_minor__lte=models.F("amount_minor")),
                 name="issue_refunded_within_amount",
             ),
+            # One unfinished issue per reference and space, whatever races: two concurrent
+            # starts with one reference cannot both commit. Finished ones are left out, so a
+            # 1r. restart (which copies the reference) of a finished issue is allowed; the API
+            # also refuses a reference whose charge succeeded (api_services, "live").
+            models.UniqueConstraint(
+                fields=["space", "external_reference"],
+                condition=~Q(external_reference="")
+                & ~Q(state__in=["succeeded", "failed", "cancelled"]),
+                name="issue_open_reference_unique",
+            ),
         ]
 
     def __str__(self):
@@ -161,6 +171,9 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     S.CANCELLED: frozenset(),
 }
 FINISHED_STATES = frozenset({S.SUCCEEDED, S.FAILED, S.CANCELLED})
+# A "live" charge holds its reference for the API: every state but cancelled and failed (a
+# succeeded charge was made for that reference; starting another needs a new reference).
+LIVE_STATES = frozenset(set(S) - {S.FAILED, S.CANCELLED})
 
 
 # What each audit action code means, in the words the history shows (never the raw code).

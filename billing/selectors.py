@@ -142,3 +142,38 @@ def charge_issue_open_counts(*, space_id: int) -> dict[str, int]:
         .order_by()
     )
     return {row["state"]: row["count"] for row in rows}
+
+
+def charge_issue_api_get(*, space_id: int, pk: int) -> ChargeIssue | None:
+    """One issue of the space, with what the API answers about it; None for another space's."""
+    return ChargeIssue.objects.select_related("customer").filter(space_id=space_id, pk=pk).first()
+
+
+def charge_issue_api_list(
+    *,
+    space_id: int,
+    state: str | None = None,
+    customer_id: int | None = None,
+    reference: str | None = None,
+    created_after=None,
+    created_before=None,
+    after: tuple | None = None,
+) -> QuerySet[ChargeIssue]:
+    """The space's issues, newest first by (created_at, id), filtered; `after` = the
+    (created_at, id) of the last row of the previous page (keyset pagination, so a page costs
+    the same however deep, and rows added meanwhile never shift the pages)."""
+    issues = ChargeIssue.objects.filter(space_id=space_id).select_related("customer")
+    if state is not None:
+        issues = issues.filter(state=state)
+    if customer_id is not None:
+        issues = issues.filter(customer_id=customer_id)
+    if reference is not None:
+        issues = issues.filter(external_reference=reference)
+    if created_after is not None:
+        issues = issues.filter(created_at__gte=created_after)
+    if created_before is not None:
+        issues = issues.filter(created_at__lt=created_before)
+    if after is not None:
+        created_at, pk = after
+        issues = issues.filter(Q(created_at__lt=created_at) | Q(created_at=created_at, pk__lt=pk))
+    return issues.order_by("-created_at", "-pk")

@@ -1,9 +1,10 @@
 """Charging issues: start, 1. charge amount entry, approval, exactly-once charge, 1r. restart."""
 
 import logging
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from cards.models import CardEvent, Customer, PaymentCard
@@ -21,10 +22,11 @@ from .exceptions import (
     InvalidInput,
     NoChargeableCard,
     NotAllowed,
+    ReferenceInUse,
     SelfApprovalRefused,
     SpaceMismatch,
 )
-from .models import TRANSITIONS, ChargeIssue, ChargeIssueEvent
+from .models import FINISHED_STATES, TRANSITIONS, ChargeIssue, ChargeIssueEvent
 from .selectors import charge_issue_due_q
 from .signals import collection_started
 
@@ -36,6 +38,7 @@ State = ChargeIssue.State
 MAX_CHARGE_DATE_AHEAD = timedelta(days=366)
 # 1r. restart: a second request for the same finished issue this soon is the same request.
 RESTART_REPEAT_WINDOW = timedelta(minutes=2)
+OPEN_REFERENCE_CONSTRAINT = "issue_open_reference_unique"
 
 
 # --- State machine ----------------------------------------------------------------------------
@@ -91,6 +94,28 @@ def _chargeable_card(customer: Customer, preferred: PaymentCard | None = None) -
     return card
 
 
+@contextmanager
+def _reference_kept(space_id: int, reference: str):
+    """Turns a start refused by the reference's unique index (models:
+    issue_open_reference_unique) into ReferenceInUse naming the unfinished issue that has the
+    reference; the index makes two concurrent starts with one reference unable to both commit
+    (the second insert waits on the first's index entry, then fails)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if OPEN_REFERENCE_CONSTRAINT not in str(exc):
+            raise
+        existing = (
+            ChargeIssue.objects.filter(space_id=space_id, external_reference=reference)
+            .exclude(state__in=FINISHED_STATES)
+            .values_list("pk", flat=True)
+            .first()
+        )
+        if existing is None:  # it finished meanwhile: the start may simply be retried
+            raise
+        raise ReferenceInUse(existing) from None
+
+
 def charge_issue_start(
     *,
     customer: Customer,
@@ -119,7 +144,7 @@ def charge_issue_start(
                 code="origin_other_customer",
             )
     card = _chargeable_card(customer, card)
-    with transaction.atomic():
+    with _reference_kept(customer.space_id, external_reference), transaction.atomic():
         issue = ChargeIssue.objects.create(
             space_id=customer.space_id,
             customer=customer,
@@ -405,13 +430,22 @@ def charge_issue_return(*, issue: ChargeIssue, acting_user, comment: str) -> Cha
     return issue
 
 
-def charge_issue_cancel(*, issue: ChargeIssue, acting_user, comment: str = "") -> ChargeIssue:
-    if not (
-        acting_user.has_perm("billing.enter_amount")
-        or acting_user.has_perm("billing.approve_charge")
+def charge_issue_cancel(
+    *, issue: ChargeIssue, acting_user=None, comment: str = "", via: dict | None = None
+) -> ChargeIssue:
+    """Cancel an issue before its charge is made. Staff need a clerk's or approver's
+    permission in the issue's space; another system cancels `via` its API key (named in the
+    audit event; the API reaches only its key's space's issues)."""
+    if via is None and not (
+        acting_user is not None
+        and (
+            acting_user.has_perm("billing.enter_amount")
+            or acting_user.has_perm("billing.approve_charge")
+        )
     ):
         raise NotAllowed()
-    _require(acting_user, "billing.view_chargeissue", issue)
+    if via is None:
+        _require(acting_user, "billing.view_chargeissue", issue)
     with transaction.atomic():
         issue = _locked(issue)
         if issue.state == State.COLLECTING:
@@ -420,7 +454,8 @@ def charge_issue_cancel(*, issue: ChargeIssue, acting_user, comment: str = "") -
             raise IllegalTransition(
                 "This charge is being collected: cancel the collection on its case page."
             )
-        _transition(issue, State.CANCELLED, actor=acting_user, action="cancelled", comment=comment)
+        _transition(issue, State.CANCELLED, actor=acting_user, action="cancelled", comment=comment,
+                    detail=via)  # fmt: skip
     return issue
 
 

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from .api import API_V1_INCLUDES
 from .views import HostedJavaScriptCatalog, healthz_live, healthz_ready
 
 admin.site.site_header = "Charging back office"
@@ -24,8 +25,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("register/", include("cards.urls")),
     path("pay/", include("chargeflows.urls")),
-    path("api/v1/", include("billing.urls")),
-    path("api/v1/", include("recurring.urls")),
+    # The API for other systems (config/api.py): operations, /api/v1/openapi.json, /api/v1/docs.
+    *(path("api/v1/", api_include) for api_include in API_V1_INCLUDES),
     path("webhooks/", include("payments.urls")),
     # The hosted pages' scripts' sentences in the page's language (Django's own catalogue view).
     path("jsi18n/<str:language>/", HostedJavaScriptCatalog.as_view(), name="javascript-catalog"),

@@ -1,5 +1,6 @@
-"""The recurring-lines API for other systems, in billing/api.py's style (the same per-space
-keys, rate limit, body rules and JSON errors with field errors).
+"""The recurring-lines API for other systems, in billing/api.py's style: django-ninja
+operations (mounted by config/api.py) with the same per-space keys, rate limit, body rules and
+JSON errors with field errors.
 
 POST /api/v1/recurring-lines                     create (Idempotency-Key honoured)
     {"customer": "0283759" | "id:<our id>",       (required)
@@ -23,7 +24,8 @@ from datetime import date
 
 from django.core.exceptions import ValidationError
 from django.http import JsonResponse
-from django.views.decorators.csrf import csrf_exempt
+from ninja import Router, Schema
+from pydantic import ConfigDict, Field
 
 from billing import api as billing_api
 from billing import api_services as billing_api_services
@@ -66,9 +68,46 @@ class RecurringLineCreateForm(billing_api.SpaceJsonForm):
         return cleaned
 
 
-def _guarded(request, *, allow: str):
-    """Method, key and rate limit (billing's API guard): the ApiKey, or the response."""
-    return billing_api.api_request_guard(request, allow=allow, what="work with recurring lines")
+class RecurringLineCreate(Schema):
+    """A new recurring line (checked by RecurringLineCreateForm)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    customer: str = Field(max_length=100, description='Your customer number, or "id:<our id>".')
+    amount: str = Field(max_length=30, examples=["49.90"])
+    currency: str | None = Field(None, max_length=3)
+    charge_date: str = Field(max_length=10, description="The first charge date, YYYY-MM-DD.")
+    interval: RecurringLine.Interval | None = None
+    cron: str | None = Field(None, max_length=100)
+    card_lookup_key: str = Field(max_length=120, examples=["0283759-Mastercard-4242-06/25"])
+    description: str | None = Field(None, max_length=200)
+
+
+class CardOut(Schema):
+    brand: str
+    last4: str
+    expiry: str
+
+
+class RecurringLineOut(Schema):
+    id: str
+    series: str
+    status: RecurringLine.Status
+    customer: str
+    description: str
+    amount_minor: int
+    currency: str
+    interval: str
+    cron: str
+    charge_date: str
+    card_lookup_key: str
+    card: CardOut | None
+    generation: int
+    next_generation: str | None
+    admin_url: str
+
+
+router = Router(auth=billing_api.ApiKeyAuth(), tags=["recurring lines"])
 
 
 def _refused(exc: RecurringError, api_key) -> JsonResponse:
@@ -79,24 +118,24 @@ def _refused(exc: RecurringError, api_key) -> JsonResponse:
     return _error(status, exc.code, exc.message)
 
 
-@csrf_exempt
+@router.post(
+    "/recurring-lines",
+    url_name="line_create",
+    summary="Create a recurring line",
+    response={201: RecurringLineOut, **billing_api.refusals(400, 404, 413, 415, 422)},
+    openapi_extra={
+        **billing_api.json_body(RecurringLineCreate),
+        "parameters": [billing_api.idempotency_key_header()],
+    },
+)
 def recurring_line_create(request):
-    api_key = _guarded(request, allow="POST")
-    if isinstance(api_key, JsonResponse):
-        return api_key
-    idempotency_key = request.headers.get("Idempotency-Key")
-    if idempotency_key is not None and not (
-        0 < len(idempotency_key) <= 255 and idempotency_key.isprintable()
-    ):
-        return invalid_response(
-            {"Idempotency-Key": ["Send 1 to 255 printable characters, e.g. a UUID."]}
-        )
-    refusal = billing_api.body_refusal(request)
-    if refusal is not None:
-        return refusal
-    data = billing_api.json_object(request)
-    if isinstance(data, str):
-        return _error(400, "invalid_json", data)
+    api_key = request.auth
+    idempotency_key = billing_api.idempotency_key_of(request)
+    if isinstance(idempotency_key, JsonResponse):
+        return idempotency_key
+    data = billing_api.read_json_body(request)
+    if isinstance(data, JsonResponse):
+        return data
     try:
         request_hash = billing_api_services.api_request_hash(data)
     except UnicodeEncodeError:
@@ -148,22 +187,22 @@ def _not_found():
     return _error(404, "not_found", "No recurring line with this id in your space.")
 
 
-@csrf_exempt
+# The parameter is `id` (a line's public UUID); any other text is a 404 like an unknown id.
+@router.get(
+    "/recurring-lines/{id}",
+    url_name="line_detail",
+    summary="Read a recurring line",
+    response={200: RecurringLineOut, **billing_api.refusals(404)},
+)
 def recurring_line_detail(request, id: str):  # noqa: A002 - the URL's parameter name
-    api_key = _guarded(request, allow="GET")
-    if isinstance(api_key, JsonResponse):
-        return api_key
-    line = _line(api_key, id)
+    line = _line(request.auth, id)
     if line is None:
         return _not_found()
     return JsonResponse(api_services.recurring_line_api_data(line))
 
 
-@csrf_exempt
-def recurring_line_action(request, id: str, action: str):  # noqa: A002
-    api_key = _guarded(request, allow="POST")
-    if isinstance(api_key, JsonResponse):
-        return api_key
+def _action(request, id: str, action: str):  # noqa: A002
+    api_key = request.auth
     line = _line(api_key, id)
     if line is None:
         return _not_found()
@@ -172,3 +211,21 @@ def recurring_line_action(request, id: str, action: str):  # noqa: A002
     except RecurringError as exc:
         return _refused(exc, api_key)
     return answer_response(outcome)
+
+
+def _action_operation(action: str, summary: str):
+    def operation(request, id: str):  # noqa: A002
+        return _action(request, id, action)
+
+    operation.__name__ = f"recurring_line_{action}"
+    router.post(
+        f"/recurring-lines/{{id}}/{action}",
+        url_name=f"line_{action}",
+        summary=summary,
+        response={200: RecurringLineOut, **billing_api.refusals(400, 404, 409, 422)},
+    )(operation)
+
+
+_action_operation("pause", "Pause a recurring line")
+_action_operation("resume", "Resume a paused recurring line")
+_action_operation("cancel", "Cancel a recurring line")

@@ -45,6 +45,9 @@ INSTALLED_APPS = [
     "axes",
     # Field-level history of configuration (core/history.py says why this library).
     "simple_history",
+    # django-ninja (the /api/v1/ API): listed so its docs page uses the Swagger UI files it
+    # ships, served as static files, rather than loading them from a CDN.
+    "ninja",
     "core",
     "spaces",
     "payments",
