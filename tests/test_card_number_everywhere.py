@@ -100,6 +100,7 @@ def world():
             "registration_ref": str(uuid.uuid4()),
             "id": str(user.pk),
             "refund_id": "1",  # none exists: the refund approval page answers 404
+            "language": "ja",  # the hosted pages' script catalogue
             "content_type_id": str(ContentType.objects.get_for_model(customer).pk),
             "app_label": "cards",
             "url": "nothing-here/",

@@ -90,7 +90,7 @@ def test_a_clerk_requests_and_an_approver_approves_a_refund_in_the_admin(
     succeeded_issue.refresh_from_db()
     assert refund.state == State.SUCCEEDED and refund.approved_by == approver
     assert succeeded_issue.refunded_minor == 1250
-    assert [m.subject for m in mail.outbox] == ["Shop: refund of 12.50 EUR"]
+    assert [m.subject for m in mail.outbox] == ["Shop: refund of €12.50"]
     page = client.get(change_url(succeeded_issue)).content.decode()
     assert "12.50 EUR (partially)" in page and "Refunded" in page
 

@@ -83,5 +83,5 @@ def test_clerk_requests_approver_approves_and_the_charge_is_refunded_once(
     at_provider = [r for r in localstripe.list("refunds") if r["payment_intent"] == intent_id]
     assert [(r["amount"], r["status"]) for r in at_provider] == [(2000, "succeeded")]
     assert [m.subject for m in mail.outbox if m.to == ["kim@example.test"]] == [
-        "Corner Shop: refund of 20.00 EUR"
+        "Corner Shop: refund of €20.00"
     ]
