@@ -1,8 +1,9 @@
-"""Test session: the real stack. PostgreSQL and Redis must be up; localstripe is started here.
+"""Test session: the real stack. localstripe is started here; PostgreSQL and Redis are the
+machine's, or throwaway ones that tests/throwaway_services.py starts when nothing answers.
 
 With CI=true a missing PostgreSQL, Redis or Chromium fails the run. Without CI, only the
 browser tests are skipped when Chromium is missing (a newcomer may not have it yet), and the
-skip says how to install it.
+skip says how to get it.
 """
 
 import os
@@ -112,7 +113,11 @@ def localstripe():
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
     if not Path(CHROMIUM).exists():
-        message = f"Chromium not found at {CHROMIUM}; install it with `apt-get install chromium`."
+        message = (
+            f"Chromium not found at {CHROMIUM}: install it (`apt-get install chromium` on "
+            "Debian or Ubuntu), or point CHROMIUM_PATH at a Chromium or Chrome binary, e.g. "
+            "the one `.venv/bin/python -m playwright install chromium` downloads."
+        )
         if IN_CI:
             pytest.fail(message, pytrace=False)
         pytest.skip(message)  # justified: outside CI a newcomer may lack Chromium; CI fails

@@ -1,6 +1,9 @@
 """Test settings: the real stack (PostgreSQL, Redis), only made faster.
 
 localstripe's address is set by the session fixture in tests/conftest.py once it is listening.
+Under pytest, tests/throwaway_services.py has already set DATABASE_URL, CELERY_BROKER_URL and
+CACHE_URL (the machine's servers, or throwaway ones) before this is read; the defaults below are
+for other uses of these settings.
 """
 
 import os
