@@ -341,7 +341,7 @@ def test_the_form_offers_the_spaces_wording_per_language_with_a_preview(client, 
     assert preview.status_code == 200
     assert "Hello Kim Kunde," in preview.context["preview"]["text"]
     assert "We charge order 1234." in preview.context["preview"]["text"]
-    assert "49.90 EUR" in preview.context["preview"]["text"]
+    assert "€49.90" in preview.context["preview"]["text"]
     assert ChargeIssue.objects.get(pk=issue.pk).state == State.AWAITING_AMOUNT  # nothing saved
 
 

@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+import time_machine
 from django.db import IntegrityError, connection, transaction
 from django.test import Client
 from django.utils import timezone
@@ -355,8 +356,12 @@ def test_a_restart_of_a_finished_issue_keeps_its_reference(customer, space):
     restarted = services.charge_issue_restart(issue=finished, acting_user=clerk)
 
     assert restarted.external_reference == "SO-6"
-    with pytest.raises(ReferenceInUse):
-        services.charge_issue_restart(issue=finished, acting_user=clerk)
+    # At once again (a double click): the same new issue, not a second one.
+    assert services.charge_issue_restart(issue=finished, acting_user=clerk).pk == restarted.pk
+    # Later: a second live issue with that reference is refused.
+    with time_machine.travel(timezone.now() + timedelta(minutes=5)):
+        with pytest.raises(ReferenceInUse):
+            services.charge_issue_restart(issue=finished, acting_user=clerk)
 
 
 def _blocked_count(pids) -> int:

@@ -91,6 +91,8 @@ def _space_post(space, **changes):
         "max_charge_minor": space.max_charge_minor,
         "webhook_url": "",
         "card_expiry_warning_days": "",
+        "refund_threshold_minor": "0",
+        "notification_texts": "{}",
         "charge_limits-TOTAL_FORMS": "0",
         "charge_limits-INITIAL_FORMS": "0",
         "events-TOTAL_FORMS": "0",
