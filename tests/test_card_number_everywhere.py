@@ -101,6 +101,7 @@ def world():
             "id": str(user.pk),
             "refund_id": "1",  # none exists: the refund approval page answers 404
             "language": "ja",  # the hosted pages' script catalogue
+            "space_id": str(space.pk),  # a space's dashboard
             "content_type_id": str(ContentType.objects.get_for_model(customer).pk),
             "app_label": "cards",
             "url": "nothing-here/",
