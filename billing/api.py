@@ -257,6 +257,11 @@ class ApiKeyAuth(HttpBearer):
     ApiKey. Refusals are raised (ApiRefused) so each keeps its own message and headers."""
 
     def __call__(self, request):
+        # Our own header parsing (authenticate() above), not HttpBearer's: a missing or
+        # malformed header gets our message in the one error shape, not ninja's bare 401.
+        return self.authenticate(request, token=None)
+
+    def authenticate(self, request, token):
         api_key = authenticate(request)
         if isinstance(api_key, JsonResponse):
             raise ApiRefused(api_key)
@@ -271,9 +276,6 @@ class ApiKeyAuth(HttpBearer):
             response["Retry-After"] = str(retry_after)
             raise ApiRefused(response)
         return api_key
-
-    def authenticate(self, request, token):  # pragma: no cover - __call__ does it all
-        raise NotImplementedError
 
 
 def refusals(*statuses: int) -> dict:
