@@ -67,6 +67,9 @@ class Step:
     refuses_enterer: bool = False
     # The page the change page's button opens, if not the step's own URL (a confirmation).
     page: str = ""
+    # A refund: offered only while some of the charge is left to refund (not yet refunded
+    # and not held by an open refund).
+    needs_amount_left: bool = False
 
     @property
     def url_name(self) -> str:
@@ -82,7 +85,9 @@ class Step:
     def available(self, issue: ChargeIssue, user) -> bool:
         if self.refuses_enterer and issue.entered_by_id == user.pk:
             return False
-        return issue.state in self.states and self.allowed(user)
+        if issue.state not in self.states or not self.allowed(user):
+            return False
+        return not self.needs_amount_left or refunds.refund_left_minor(issue=issue) > 0
 
 
 def _states_leading_to(target: str) -> frozenset[str]:
@@ -132,6 +137,7 @@ REFUND_REQUEST = Step(
     "Request a refund",
     frozenset({State.SUCCEEDED}),
     (refunds.REQUEST_PERMISSION,),
+    needs_amount_left=True,
 )
 # A step on one of the issue's refunds (its URL takes the refund's id too).
 REFUND_APPROVAL = Step(

@@ -63,6 +63,9 @@ class ChargeIssueOut(Schema):
     state: ChargeIssue.State
     customer: str = Field(description='Your customer number, else "id:<our id>".')
     amount_minor: int | None
+    refunded_minor: int = Field(
+        0, description="How much of the charge has been refunded so far (minor units)."
+    )
     currency: str
     reference: str
     admin_url: str

@@ -147,6 +147,7 @@ def charge_issue_api_data(issue: ChargeIssue) -> dict:
         # The same forms the API accepts for `customer`: the external number, else "id:<pk>".
         "customer": customer.external_number or f"id:{customer.pk}",
         "amount_minor": issue.amount_minor,
+        "refunded_minor": issue.refunded_minor,
         "currency": issue.currency,
         "reference": issue.external_reference,
         "admin_url": settings.PUBLIC_BASE_URL.rstrip("/") + admin_path,

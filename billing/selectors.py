@@ -125,6 +125,13 @@ def charge_issues_awaiting_approval_q(user) -> Q:
     )
 
 
+# The states the queues above draw from (all unfinished: the issue_unfinished index).
+CHARGE_ISSUE_QUEUE_STATES = (
+    ChargeIssue.State.AWAITING_AMOUNT,
+    ChargeIssue.State.RETURNED,
+    ChargeIssue.State.AWAITING_APPROVAL,
+)
+
 CHARGE_ISSUE_QUEUES = {
     "awaiting_amount": charge_issues_awaiting_amount_q,
     "returned": charge_issues_returned_q,
@@ -138,7 +145,8 @@ def charge_issue_open_counts(*, space_id: int) -> dict[str, int]:
         ChargeIssue.objects.filter(space_id=space_id)
         .exclude(state__in=FINISHED_STATES)
         .values("state")
-        .annotate(count=Count("pk"))
+        # Of a column in the issue_unfinished index (never null), so it is read alone.
+        .annotate(count=Count("state"))
         .order_by()
     )
     return {row["state"]: row["count"] for row in rows}

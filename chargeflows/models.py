@@ -11,6 +11,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Upper
 
 from core.history import history_records
 from spaces.models import Space
@@ -208,8 +209,16 @@ class ChargeFlowCase(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        # The admin list's order (read backwards for newest first).
-        indexes = [models.Index(fields=["created_at", "id"], name="flowcase_created")]
+        indexes = [
+            # The admin list's order (read backwards for newest first).
+            models.Index(fields=["created_at", "id"], name="flowcase_created"),
+            # The admin search's email match (any case), beside the issue's own lookups.
+            models.Index(Upper("recipient_email"), name="flowcase_recipient_upper"),
+            # The work queue's collections that ended without payment lately.
+            models.Index(
+                fields=["finished_at"], condition=Q(state="failed"), name="flowcase_failed"
+            ),
+        ]
 
     def __str__(self):
         return f"Collection of charge #{self.issue_id}"
@@ -311,6 +320,17 @@ class ChargeFlowLevelPaymentLink(models.Model):
     provider_setup_intent_id = models.CharField(max_length=255, blank=True)
     keep_method = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            # Links still open to the customer (the work queue's collections waiting on one):
+            # few, however many were used or retired.
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(used_at__isnull=True, retired_at__isnull=True),
+                name="link_open",
+            ),
+        ]
 
     def __str__(self):
         return f"Payment link of {self.level}"

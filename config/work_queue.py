@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.models import ChargeIssue
+from billing.selectors import CHARGE_ISSUE_QUEUE_STATES as ISSUE_QUEUE_STATES
 from billing.selectors import CHARGE_ISSUE_QUEUES as ISSUE_QUEUES
 from chargeflows.models import ChargeFlowCase
 from chargeflows.selectors import FAILED_CASE_ATTENTION_DAYS, cases_needing_attention_q
@@ -109,11 +110,20 @@ def work_queue_counts(*, request) -> dict[str, int]:
     user = request.user
     allowed = _allowed(user)
     counts: dict[str, int] = {}
+    # Counted over the queue states only, of columns issue_unfinished holds: an index-only
+    # scan (COUNT(id) or no state filter read every issue: 90 ms at a million issues,
+    # bench/admin_scale.py).
     issue_counts = {
-        key: Count("pk", filter=rule(user)) for key, rule in ISSUE_QUEUES.items() if key in allowed
+        key: Count("state", filter=rule(user))
+        for key, rule in ISSUE_QUEUES.items()
+        if key in allowed
     }
     if issue_counts:
-        counts.update(_scoped(ChargeIssue.objects.all(), user).aggregate(**issue_counts))
+        counts.update(
+            _scoped(ChargeIssue.objects.filter(state__in=ISSUE_QUEUE_STATES), user).aggregate(
+                **issue_counts
+            )
+        )
     if "collections" in allowed:
         counts["collections"] = (
             _scoped(ChargeFlowCase.objects.all(), user)

@@ -115,6 +115,14 @@ class ChargeAttempt(models.Model):
             ),
             # The admin search (payments.selectors.charge_attempt_search).
             models.Index(fields=["provider_customer_id"], name="attempt_provider_customer"),
+            # The dashboard's amounts per day (payments.selectors.attempt_amounts_per_day),
+            # read from the index alone.
+            models.Index(
+                fields=["space", "finished_at"],
+                include=["purpose", "currency", "amount_minor", "id"],
+                condition=Q(status="succeeded"),
+                name="attempt_succeeded_by_day",
+            ),
         ]
         constraints = [
             models.CheckConstraint(condition=_exactly_one_owner(), name="attempt_one_owner"),

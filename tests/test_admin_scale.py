@@ -270,6 +270,11 @@ def test_the_space_filter_lists_the_users_spaces_from_the_spaces_table(client, s
         ("cards_paymentcard", "paymentcard_created", ["created_at", "id"]),
         ("cards_paymentcard", "paymentcard_last4", ["last4"]),
         ("chargeflows_chargeflowcase", "flowcase_created", ["created_at", "id"]),
+        ("chargeflows_chargeflowcase", "flowcase_recipient_upper", None),
+        ("chargeflows_chargeflowcase", "flowcase_failed", ["finished_at"]),
+        ("chargeflows_chargeflowlevelpaymentlink", "link_open", ["expires_at"]),
+        ("billing_chargeissue", "issue_unfinished", ["space_id", "state", "entered_by_id"]),
+        ("payments_chargeattempt", "attempt_succeeded_by_day", None),
     ],
 )
 def test_the_lists_indexes_exist(table, name, columns):
@@ -305,3 +310,44 @@ def test_the_list_order_and_the_searches_are_answered_by_the_indexes(space):
     assert "issue_customer_name_trgm" in by_name
     assert "issue_customer_email_upper" in by_email and "Seq Scan" not in by_email
     assert "customer_name_trgm" in customers
+
+
+def _plan_of_call(call) -> str:
+    """The plan of the one query a selector that returns a list makes."""
+    with CaptureQueriesContext(connection) as captured:
+        call()
+    (query,) = captured.captured_queries
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + query["sql"])
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_the_work_queue_and_dashboard_counts_are_answered_by_the_indexes(space):
+    from datetime import timedelta
+
+    from django.db.models import Count
+    from django.utils import timezone
+
+    from billing.selectors import CHARGE_ISSUE_QUEUE_STATES, charge_issue_open_counts
+    from chargeflows.selectors import cases_needing_attention_q
+    from payments.selectors import attempt_amounts_per_day
+
+    _fill(space, 3)
+    now = timezone.now()
+
+    queue_counts = _plan(
+        ChargeIssue.objects.filter(space=space, state__in=CHARGE_ISSUE_QUEUE_STATES)
+        .values("state")
+        .annotate(n=Count("state"))
+        .order_by()
+    )
+    open_counts = _plan_of_call(lambda: charge_issue_open_counts(space_id=space.pk))
+    attention = _plan(ChargeFlowCase.objects.filter(cases_needing_attention_q(now)).order_by())
+    per_day = _plan_of_call(
+        lambda: attempt_amounts_per_day(space_id=space.pk, since=now - timedelta(days=30))
+    )
+
+    assert "issue_unfinished" in queue_counts and "issue_unfinished" in open_counts
+    assert "link_open" in attention and "flowcase_failed" in attention
+    assert "attempt_succeeded_by_day" in per_day

@@ -193,3 +193,18 @@ def test_the_refund_list_and_page_show_the_history(client, clerk, approver, succ
     assert page.status_code == 200
     body = page.content.decode()
     assert "approval_required" in body and "clerk1" in body
+
+
+def test_a_refund_is_no_longer_offered_once_all_of_the_charge_is_held(
+    client, clerk, succeeded_issue
+):
+    client.force_login(clerk)
+    client.post(refund_url(succeeded_issue), {"amount": "40.00", "reason": "Damaged"})
+    # 9.90 EUR left: still offered.
+    assert 'id="step-refund"' in client.get(change_url(succeeded_issue)).content.decode()
+
+    client.post(refund_url(succeeded_issue), {"amount": "9.90", "reason": "The rest"})
+
+    # The whole charge is held by open refunds: the step is gone from the page.
+    assert Refund.objects.count() == 2
+    assert 'id="step-refund"' not in client.get(change_url(succeeded_issue)).content.decode()

@@ -81,6 +81,7 @@ def test_a_start_answers_201_and_the_issue_awaits_amount_entry_with_the_proposal
         "state": "awaiting_amount",
         "customer": "C-1001",
         "amount_minor": 1234,
+        "refunded_minor": 0,
         "currency": "EUR",
         "reference": "SO-77",
         "admin_url": f"http://testserver/admin/billing/chargeissue/{issue.pk}/change/",

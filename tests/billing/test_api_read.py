@@ -66,6 +66,22 @@ def test_read_one_answers_what_the_start_answered(client, api_key, customer):
 
 
 @pytest.mark.django_db
+def test_read_one_shows_how_much_was_refunded(client, api_key, customer):
+    started = _start(client, api_key[1], reference="SO-2", amount="49.90")
+    # The refund path itself (provider, four eyes) is tested in test_refunds.py; here only
+    # that the read answers the issue's refunded total.
+    ChargeIssue.objects.filter(pk=started.json()["id"]).update(
+        state=ChargeIssue.State.SUCCEEDED, refunded_minor=1000
+    )
+
+    read = client.get(f"{URL}/{started.json()['id']}", headers=_auth(api_key[1]))
+
+    assert started.json()["refunded_minor"] == 0
+    assert read.status_code == 200
+    assert (read.json()["state"], read.json()["refunded_minor"]) == ("succeeded", 1000)
+
+
+@pytest.mark.django_db
 def test_another_spaces_issue_is_not_found_for_every_operation(client, api_key, customer):
     other_space = SpaceFactory(slug="elsewhere")
     other_customer = CustomerFactory(space=other_space)
