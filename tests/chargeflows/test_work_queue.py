@@ -125,9 +125,7 @@ def test_another_spaces_collections_are_not_on_the_queue(client, space, card, bo
     assert [case.pk for case in listed.context["cl"].result_list] == [mine.pk]
 
 
-def test_the_count_costs_the_same_queries_for_few_and_many_collections(
-    client, space, card, boss
-):
+def test_the_count_costs_the_same_queries_for_few_and_many_collections(client, space, card, boss):
     def add(n):
         for _ in range(n):
             _waiting_level(_case(card), link="open")
