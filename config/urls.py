@@ -1,12 +1,15 @@
 from django.contrib import admin
 from django.urls import include, path
 
+from spaces.forms import StaffLoginForm
+
 from .api import API_V1_INCLUDES
 from .views import HostedJavaScriptCatalog, healthz_live, healthz_ready
 
 admin.site.site_header = "Charging back office"
 admin.site.site_title = "Charging back office"
 admin.site.index_title = "Back office"
+admin.site.login_form = StaffLoginForm
 
 # Styled pages, JSON under /api/, hosted headers under /register/ (see config/views.py).
 handler400 = "config.views.bad_request"

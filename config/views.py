@@ -127,9 +127,15 @@ def _error_response(request, status: int, *, message: str = "") -> HttpResponse:
         return error_json(status, code, message)
     context = {"status": status, "title": title, "message": message}
     context["back_url"] = _back_url(request)
-    # An admin page (header, user tools, breadcrumbs), so staff stay in the back office; not
-    # when a middleware refused the request before the user was known (the admin needs it).
-    if _path(request).startswith(ADMIN_PREFIX) and hasattr(request, "user"):
+    # An admin page (header, user tools, breadcrumbs), so staff stay in the back office. Only
+    # for staff: the admin's layout shows the user's menu and avatar and needs a user (for an
+    # anonymous visitor, e.g. a CSRF failure at the login form, it raised: a 500), and not
+    # when a middleware refused the request before the user was known.
+    if (
+        _path(request).startswith(ADMIN_PREFIX)
+        and hasattr(request, "user")
+        and admin.site.has_permission(request)
+    ):
         context.update(admin.site.each_context(request))
         response = render(request, "admin/error_page.html", context, status=status)
     else:

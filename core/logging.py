@@ -1,51 +1,131 @@
-"""Logging: the card-number mask on every handler, the log context (request id, task id, space,
+"""Logging: the card-data mask on every handler, the log context (request id, task id, space,
 issue) and the JSON-lines formatter production uses (python-json-logger underneath).
 
 `CardNumberMaskingFilter` sits on every handler in settings.LOGGING and gunicorn's.
 
 A second line of defence behind the card-number guard (core.middleware): whatever a record
-holds, a card number in its message, its arguments, its exception text or its stack is masked
-before any handler writes it. It also reads the message percent-decoded and with Python escapes
-undone, because Django logs paths percent-encoded (runserver's request line) or
+holds, a card number or an IBAN in its message, its arguments, its exception text or its stack
+is masked before any handler writes it. It also reads the message percent-decoded and with
+Python escapes undone, because Django logs paths percent-encoded (runserver's request line) or
 unicode-escaped (`django.request`'s "Bad Request: /…").
+
+Masking is always in place: what is found in a decoded reading is mapped back to the characters
+of the line it was decoded from, and only those are replaced. The rest of the line stays as it
+was written: decoding it would turn "%0A" into a real line break (a forged log line, in plain
+text logs) and "+" into a space.
 """
 
+import codecs
 import logging
 import re
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from urllib.parse import unquote_plus
 
 from pythonjsonlogger.json import JsonFormatter
 
-from .cardguard import contains_card_number, mask_card_numbers
+from .cardguard import card_data_positions, mask_card_data
 
 _ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})")
+_PERCENT_RUN = re.compile(r"(?:%[0-9a-fA-F]{2})+")
+
+# A decoded reading of a text: the decoded text, and for each of its characters the span
+# (start, end) of the text it came from.
+Decoded = tuple[str, list[tuple[int, int]]]
 
 
-def _unescaped(text: str) -> str:
-    return _ESCAPE.sub(lambda match: chr(int(match.group()[2:], 16)), text)
+def _percent_decoded(text: str) -> Decoded:
+    """What urllib.parse.unquote_plus reads in `text` ("+" a space, runs of %XX bytes as UTF-8
+    with errors replaced), with the span each character came from."""
+    chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+    done = 0
+    for run in _PERCENT_RUN.finditer(text):
+        for index in range(done, run.start()):
+            chars.append(" " if text[index] == "+" else text[index])
+            spans.append((index, index + 1))
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        pending = run.start()  # where the bytes of the character being decoded began
+        for index in range(run.start(), run.end(), 3):
+            final = index + 3 == run.end()
+            piece = decoder.decode(bytes([int(text[index + 1 : index + 3], 16)]), final=final)
+            for char in piece:
+                chars.append(char)
+                spans.append((pending, index + 3))
+            if piece:
+                pending = index + 3
+        done = run.end()
+    for index in range(done, len(text)):
+        chars.append(" " if text[index] == "+" else text[index])
+        spans.append((index, index + 1))
+    return "".join(chars), spans
+
+
+def _unescaped(text: str) -> Decoded:
+    """`text` with Python's \\xNN, \\uNNNN and \\UNNNNNNNN escapes undone, with spans."""
+    chars: list[str] = []
+    spans: list[tuple[int, int]] = []
+    done = 0
+    for escape in _ESCAPE.finditer(text):
+        chars.extend(text[done : escape.start()])
+        spans.extend((index, index + 1) for index in range(done, escape.start()))
+        chars.append(chr(int(escape.group()[2:], 16)))
+        spans.append(escape.span())
+        done = escape.end()
+    chars.extend(text[done:])
+    spans.extend((index, index + 1) for index in range(done, len(text)))
+    return "".join(chars), spans
+
+
+def _then(first: Decoded, decode) -> Decoded:
+    """`decode` applied to the reading `first`, its spans mapped back to the original text."""
+    text, outer = first
+    decoded, inner = decode(text)
+    return decoded, [(outer[start][0], outer[end - 1][1]) for start, end in inner]
+
+
+def _percent_then_unescaped(text: str) -> Decoded:
+    """Percent-decoded, then Python escapes undone ("%5Cu0034..."), spans mapped back."""
+    return _then(_percent_decoded(text), _unescaped)
+
+
+def _masked_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """`text` with each span (in order; equal or disjoint) replaced by one "*"."""
+    parts, done = [], 0
+    for start, end in spans:
+        if start < done:
+            continue  # several decoded characters from the same bytes: masked once
+        parts += [text[done:start], "*"]
+        done = end
+    parts.append(text[done:])
+    return "".join(parts)
+
+
+def _mask_reading(text: str, reading) -> str:
+    """`text` with the card data that `reading` (a decoding) shows masked in place."""
+    decoded, spans = reading(text)
+    positions = card_data_positions(decoded)
+    if not positions:
+        return text
+    return _masked_spans(text, [spans[index] for index in positions])
 
 
 def mask_log_text(text: str) -> str:
-    """`text` with card numbers masked; when one is only visible decoded (percent-encoding,
-    Python escapes), the decoded text, masked."""
-    masked = mask_card_numbers(text)
-    candidates = []
+    """`text` with card numbers and IBANs masked in place, including those only visible
+    decoded (percent-encoding, Python escapes, or both): each decoded character that is masked
+    replaces the characters it was decoded from, and nothing else of the text changes."""
+    masked = mask_card_data(text)
     if "%" in masked or "+" in masked:
-        candidates.append(unquote_plus(masked))
+        masked = _mask_reading(masked, _percent_decoded)
+        if "%5c" in masked.lower():
+            masked = _mask_reading(masked, _percent_then_unescaped)
     if "\\" in masked:
-        candidates.append(_unescaped(masked))
-        candidates.append(_unescaped(unquote_plus(masked)))
-    for candidate in candidates:
-        if contains_card_number(candidate):
-            return mask_card_numbers(candidate)
+        masked = _mask_reading(masked, _unescaped)
     return masked
 
 
 class CardNumberMaskingFilter(logging.Filter):
-    """Masks card numbers in a record (message with its arguments, exception and stack text).
-    Never drops a record."""
+    """Masks card numbers and IBANs in a record (message with its arguments, exception and
+    stack text). Never drops a record."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:

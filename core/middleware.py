@@ -1,18 +1,19 @@
-"""The card-number guard: a request carrying a card number never reaches a view.
+"""The card-number guard: a request carrying a card number or an IBAN never reaches a view.
 
-Card numbers must only ever reach the payment provider (DESIGN.md, invariant 1). The guard reads
-the request as the application will read it, decoded, and refuses (400) when it finds a card
-number (core.cardguard) anywhere:
+Card numbers and IBANs must only ever reach the payment provider (DESIGN.md, invariant 1; the
+SEPA pages send the IBAN from a field outside every form straight to the provider's script).
+The guard reads the request as the application will read it, decoded, and refuses (400) when it
+finds either (core.cardguard) anywhere:
 - the path, percent-decoded (the view's arguments come from it);
 - the query string: every key and value as `request.GET` decodes them, and the raw string;
 - every header, names included (`HTTP_*` in META, so cookies too, also as `request.COOKIES`
   parses them); a value is also read percent-decoded and, when it is not ASCII, as the UTF-8
   that WSGI's Latin-1 hides;
 - the body: form fields after decoding (urlencoded: every key and value; multipart: field names,
-  values and file names, as `request.POST` and `request.FILES` give them); any other body as
-  text in its declared charset (UTF-8 when none), and every string (keys and values) of the JSON
-  in it, parsed, so escapes (`"\\u0034242..."`) and UTF-16/UTF-32 bodies are read as the view
-  reads them.
+  values and file names, as `request.POST` and `request.FILES` give them, parsed from a copy in
+  memory so that a view can still read `request.body`); any other body as text in its declared
+  charset (UTF-8 when none), and every string (keys and values) of the JSON in it, parsed, so
+  escapes (`"\\u0034242..."`) and UTF-16/UTF-32 bodies are read as the view reads them.
 
 Also refused with 400, before anything reads them: a form declared in a charset other than
 UTF-8 (our pages only send UTF-8; Django's form parsing fails on UTF-16 with a 500), and a body
@@ -37,7 +38,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
-from .cardguard import contains_card_number
+from . import cardguard
+from .cardguard import card_data_kind, contains_card_data
 from .errors import error_json
 from .hosted import apply_hosted_headers
 
@@ -64,6 +66,13 @@ CARD_NUMBER = Refusal(
     "This request looked like it contained a card number, so we refused it and kept nothing. "
     "Never type card numbers into our forms: enter them only in the secure card field.",
 )
+IBAN = Refusal(
+    "iban_refused",
+    "Request refused: it contained a bank account number",
+    "This request looked like it contained a full bank account number (IBAN), so we refused it "
+    "and kept nothing. Enter an IBAN only in the bank account field of our payment pages.",
+)
+_REFUSAL_FOR_KIND = {cardguard.CARD_NUMBER: CARD_NUMBER, cardguard.IBAN: IBAN}
 NOT_UTF8 = Refusal(
     "charset_not_utf8",
     "Please send UTF-8",
@@ -85,7 +94,8 @@ class _Refused(Exception):
 
 
 class CardNumberGuardMiddleware:
-    """Refuses (400) any request carrying a card number, or a body it cannot read."""
+    """Refuses (400) any request carrying a card number or an IBAN, or a body it cannot
+    read."""
 
     def __init__(self, get_response):
         self.get_response = get_response
@@ -108,8 +118,8 @@ class CardNumberGuardMiddleware:
 
 def _check(values, place: str) -> None:
     for value in values:
-        if contains_card_number(value):
-            raise _Refused(CARD_NUMBER, place)
+        if kind := card_data_kind(value):
+            raise _Refused(_REFUSAL_FOR_KIND[kind], place)
 
 
 def _text_forms(value: str):
@@ -181,14 +191,20 @@ def _inspect_body(request) -> None:
     content_type = (request.content_type or "").lower()
     codec = _declared_codec(request)
 
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    fits_in_memory = limit is None or length <= limit
     if content_type in FORM_TYPES:
         if codec is not None and codec not in UTF8_CODECS:
             raise _Refused(NOT_UTF8, "form")
         if content_type == "multipart/form-data" and request.method == "POST":
+            if fits_in_memory:
+                # Read into memory first: request.POST then parses that copy, and a view that
+                # reads request.body (the provider's webhook) still can. Parsing the stream
+                # would consume it, and request.body would raise (a 500) for such a view.
+                request.body  # noqa: B018
             _inspect_multipart(request)
             return
-    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    if limit is not None and length > limit:
+    if not fits_in_memory:
         # Too large to read here, and too large for the application as well: request.body
         # and request.POST raise RequestDataTooBig, which the 400/413 handlers answer.
         return
@@ -274,7 +290,7 @@ def _wants_json(request) -> bool:
 
 
 def _back_url(request) -> str:
-    """The page the visitor came from, when it is ours and carries no card number; else the
+    """The page the visitor came from, when it is ours and carries no card data; else the
     admin's start for staff pages; else none (the page then points to the Back button)."""
     referer = request.headers.get("Referer", "")
     try:
@@ -283,7 +299,7 @@ def _back_url(request) -> str:
         )
     except DisallowedHost:
         ours = False
-    if ours and not any(contains_card_number(form) for form in _text_forms(referer)):
+    if ours and not any(contains_card_data(form) for form in _text_forms(referer)):
         return referer
     if request.path_info.startswith("/admin/"):
         return reverse("admin:index")

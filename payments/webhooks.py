@@ -54,6 +54,11 @@ REFUND_EVENTS = {"charge.refund.updated", "refund.created", "refund.updated", "r
 @csrf_exempt
 @require_POST
 def stripe_webhook(request):
+    # The provider sends JSON only: any other body is refused before it is read.
+    if (request.content_type or "").lower() != "application/json":
+        return error_json(
+            400, "bad_body", "Send the event as JSON (Content-Type: application/json)."
+        )
     try:
         event = gateway.webhook_event_verify(
             payload=request.body,

@@ -1,4 +1,6 @@
-"""No input makes a 500: awkward input to every form of the admin steps and to the API.
+"""No input makes a 500: awkward input to every form of the admin steps and to the API, and a
+failed CSRF check, a multipart body and a long username anywhere (the shapes a fuzzing of the
+whole site found), anonymous and logged in.
 
 Empty, huge, null, wrong types, repeated fields, NUL bytes (PostgreSQL refuses NUL in text),
 non-UTF-8 percent escapes in the path, the query and the body. Each answer must be below 500;
@@ -6,13 +8,20 @@ a refusal says why (checked elsewhere: here only "never a 500").
 """
 
 import json
+from urllib.parse import urlencode
 
 import pytest
+from axes.models import AccessAttempt, AccessFailureLog
+from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
 
 from billing import api_services, services
 from billing.models import ChargeIssue
+from payments.models import ProviderEvent
 from spaces.roles import ADMIN, APPROVER, CLERK
 from tests.factories import CustomerFactory, PaymentCardFactory, SpaceFactory, StaffUserFactory
+from tests.url_walk import fill, one_of_everything, routes
 
 pytestmark = pytest.mark.django_db
 
@@ -21,6 +30,8 @@ AWKWARD = [
     *("", " ", HUGE, "\x00", "a\x00b", "%ff", "\ufffd", "𝟙𝟚", "-0", "1e309", "NaN", "0x10"),
     *("12,50", "１２.５０", "<script>", "2024-02-30T25:61", "99999-01-01T00:00"),
 ]
+FORM = "application/x-www-form-urlencoded"
+WEBHOOK = "/webhooks/stripe"
 RAW_BODIES = [b"amount=%ff%fe", b"amount=%00", b"%ff=%ff", b"amount", b"&&&=", b"\xff\xfe\x00"]
 
 
@@ -228,3 +239,88 @@ def test_a_nul_in_the_query_string_is_a_400(client, world, django_user_model, pa
         assert response.json()["code"] == "bad_request"
     else:
         assert "<h1>Bad request</h1>" in response.content.decode()
+
+
+# --- Shapes a fuzzing of the whole site found (issue 17) --------------------------------------
+# A CSRF failure on an admin page for a visitor who is not logged in (the admin's error page
+# needed a user), a multipart POST to a view that reads request.body (the card-number guard had
+# consumed the stream), and a username longer than django-axes' column.
+
+CSRF_SHAPES = {
+    # (cookie, body kind): a browser whose cookie expired, one holding another session's
+    # token, one sending a broken cookie.
+    "no cookie, a form": (None, "form"),
+    "another token's cookie, multipart": ("a" * 32, "multipart"),
+    "a malformed cookie, a form": ("%ff\x00", "form"),
+}
+
+
+@pytest.fixture
+def every_url():
+    everything = one_of_everything()
+    return everything, [fill(route, everything) for route in routes()]
+
+
+@pytest.mark.parametrize("who", ["anonymous", "logged in"])
+def test_every_url_answers_a_post_that_fails_the_csrf_check_without_a_500(every_url, who):
+    everything, urls = every_url
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    if who == "logged in":
+        client.force_login(everything["user"])
+    answers = {}
+
+    for url in urls:
+        for shape, (cookie, kind) in CSRF_SHAPES.items():
+            client.cookies.pop(settings.CSRF_COOKIE_NAME, None)
+            if cookie is not None:
+                client.cookies[settings.CSRF_COOKIE_NAME] = cookie
+            data = {"csrfmiddlewaretoken": "b" * 32, "note": "hello"}
+            if kind == "multipart":
+                data["attachment"] = SimpleUploadedFile("a.txt", b"hello")
+                response = client.post(url, data)
+            else:
+                response = client.post(url, urlencode(data), content_type=FORM)
+            answers[(url, shape)] = response.status_code
+
+    assert len(urls) > 100
+    assert [key for key, status in answers.items() if status >= 500] == []
+    # The admin's own forms answer the 403 page (the visitor's session decides which).
+    assert answers[("/admin/login/", "no cookie, a form")] == 403
+    assert answers[("/admin/two-factor/verify/", "no cookie, a form")] in (302, 403)
+
+
+@pytest.mark.parametrize("length", [151, 255, 256, 1_000, 100_000])
+def test_a_long_username_at_the_login_form_is_a_form_error(client, length):
+    client.raise_request_exception = False
+
+    response = client.post("/admin/login/", {"username": "u" * length, "password": "secret"})
+
+    assert response.status_code == 200
+    assert "Ensure this value has at most 150 characters" in response.content.decode()
+    assert not AccessAttempt.objects.exists() and not AccessFailureLog.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "post",
+    [
+        lambda c: c.post(WEBHOOK, {"id": "evt_1", "type": "payment_intent.succeeded"}),
+        lambda c: c.post(WEBHOOK, {"id": "evt_1", "file": SimpleUploadedFile("a.json", b"{}")}),
+        lambda c: c.post(WEBHOOK, "id=evt_1&type=payment_intent.succeeded", content_type=FORM),
+        lambda c: c.post(WEBHOOK, '{"id": "evt_1", "type": "x"}', content_type="text/plain"),
+        lambda c: c.generic("POST", WEBHOOK, b'{"id": "evt_1", "type": "x"}', content_type=""),
+    ],
+    ids=["multipart", "multipart with a file", "form-encoded", "text/plain", "no content type"],
+)
+@pytest.mark.parametrize("who", ["anonymous", "logged in"])
+def test_a_provider_webhook_that_is_not_json_is_a_400_and_stores_nothing(
+    client, django_user_model, post, who
+):
+    client.raise_request_exception = False
+    if who == "logged in":
+        client.force_login(django_user_model.objects.create_superuser("root", "r@x.test", "x"))
+
+    response = post(client)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "bad_body"
+    assert not ProviderEvent.objects.exists()

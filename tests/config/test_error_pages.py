@@ -262,3 +262,39 @@ def test_a_form_without_its_csrf_token_is_a_styled_403_in_the_hosted_area():
     assert_styled_page(response, 403, "Not allowed")
     assert views.CSRF_MESSAGE in response.content.decode()
     assert_hosted_headers(response)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path, cookie",
+    [
+        ("/admin/login/", None),  # the CSRF cookie expired while the login form was open
+        ("/admin/login/", "a" * 32),  # a cookie that does not match the form's token
+        ("/admin/two-factor/verify/", None),
+        ("/admin/billing/chargeissue/1/enter-amount/", None),  # a session that expired
+    ],
+)
+def test_a_csrf_failure_of_a_visitor_not_logged_in_is_the_styled_403_page(path, cookie):
+    client = Client(enforce_csrf_checks=True, raise_request_exception=False)
+    if cookie:
+        client.cookies[settings.CSRF_COOKIE_NAME] = cookie
+
+    response = client.post(path, {"username": "kim", "password": "x", "csrfmiddlewaretoken": "b"})
+
+    # Not the admin's layout, which shows the user's menu: there is no user.
+    assert_styled_page(response, 403, "Not allowed")
+    assert response.templates[0].name == "403.html"
+    assert views.CSRF_MESSAGE in response.content.decode()
+    assert 'href="/admin/" id="error-back"' in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_a_csrf_failure_of_staff_stays_in_the_admin():
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(StaffUserFactory(username="clerk-csrf", role=CLERK, spaces=[SpaceFactory()]))
+
+    response = client.post("/admin/billing/chargeissue/1/enter-amount/", {"amount": "1"})
+
+    assert response.status_code == 403
+    assert response.templates[0].name == "admin/error_page.html"
+    assert views.CSRF_MESSAGE in response.content.decode()

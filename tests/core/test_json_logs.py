@@ -9,11 +9,14 @@ import sys
 from pathlib import Path
 
 import pytest
-from celery import shared_task
+from celery import Celery, shared_task
+from celery.worker.request import Request
+from django.http import HttpResponse
 
 from billing import api_services
 from billing.models import ChargeIssue
 from core.logging import JsonLinesFormatter, log_context_end, log_context_start
+from core.request_id import RequestIdMiddleware
 from spaces.roles import ADMIN
 from tests.factories import CustomerFactory, PaymentCardFactory, SpaceFactory, StaffUserFactory
 
@@ -134,3 +137,63 @@ def test_production_logs_json_lines_and_development_plain_ones():
     assert "LOG_FORMAT must be json or plain" in _settings_value(
         "config.settings.production", formatter, LOG_FORMAT="xml"
     )
+
+
+@pytest.mark.django_db
+def test_djangos_own_error_lines_carry_the_request_id(client, json_lines):
+    # Django logs these after the middleware chain has returned (django.request's log_response).
+    missing = client.get("/no/such/page/")
+    refused = client.post("/webhooks/stripe", {"a": "b"})
+
+    lines = {line["message"]: line for line in json_lines() if line["logger"] == "django.request"}
+    assert lines["Not Found: /no/such/page/"]["request_id"] == missing["X-Request-ID"]
+    assert lines["Bad Request: /webhooks/stripe"]["request_id"] == refused["X-Request-ID"]
+    assert lines["Bad Request: /webhooks/stripe"]["level"] == "WARNING"
+
+
+def test_a_task_published_while_a_request_is_served_logs_the_request_id(json_lines):
+    """The worker's side of it: the message carries the request's id (config.celery's
+    before_task_publish receiver) and the task's lines name it beside the task id (its
+    task_prerun receiver). Published through a real kombu transport (in memory) and run as a
+    worker runs a message (celery.worker.request.Request), after the request's context has
+    ended; the project's tasks run eagerly in the rest of the suite, with no message at all."""
+    import config.celery  # noqa: F401  (connects the receivers)
+
+    app = Celery("request-id-test", set_as_current=False)
+
+    @app.task(name="tests.log_in_worker")
+    def log_in_worker(n):
+        logging.getLogger("tests.task").info("worker ran %s", n)
+
+    # An explicit URL: Celery would otherwise take CELERY_BROKER_URL from the environment.
+    with app.connection_for_write("memory://") as connection:
+        queue = connection.SimpleQueue("celery")
+        token = log_context_start(request_id="req-from-the-view-1")
+        try:
+            during_request = log_in_worker.apply_async((1,), connection=connection)
+        finally:
+            log_context_end(token)
+        outside = log_in_worker.apply_async((2,), connection=connection)
+        for _ in range(2):
+            Request(queue.get(timeout=5), app=app).execute()
+        queue.close()
+
+    lines = {line["message"]: line for line in json_lines() if line["logger"] == "tests.task"}
+    first, second = lines["worker ran 1"], lines["worker ran 2"]
+    assert (first["task_id"], first["task"]) == (during_request.id, "tests.log_in_worker")
+    assert first["request_id"] == "req-from-the-view-1"
+    assert second["task_id"] == outside.id and "request_id" not in second
+
+
+def test_a_task_run_eagerly_inside_a_request_logs_both_ids(rf, json_lines):
+    """Eagerly, as tests and the one-command local run do: no message, the request's context."""
+
+    def view(request):
+        _log_something.delay()
+        return HttpResponse("ok")
+
+    response = RequestIdMiddleware(view)(rf.get("/"))
+
+    (line,) = [line for line in json_lines() if line["message"] == "inside the task"]
+    assert line["request_id"] == response["X-Request-ID"]
+    assert line["task_id"] and line["task"] == "tests.log_something"

@@ -118,3 +118,60 @@ def test_celery_workers_log_through_the_same_handlers():
     finally:
         for name, handlers in saved.items():
             logging.getLogger(name).handlers = handlers
+
+
+def test_a_card_number_seen_only_decoded_is_masked_in_place_and_forges_no_line(console_output):
+    """The request line of a refused request, as runserver logs it: percent-encoded. Masking
+    must not decode the rest of the line, or "%0A" would become a line of its own."""
+    raw = "GET /x/4242%204242%204242%204242/?next=%0A2026-01-01+INFO+forged+0000 HTTP/1.1"
+    logging.getLogger("django.server").info('"%s" %s %s', raw, 400, 10)
+    logging.getLogger("django.request").warning(
+        "Bad Request: %s", "/x/4242\\xa04242\\xa04242\\xa04242/+0000%0A"
+    )
+
+    written = console_output.getvalue()
+    assert written.count("\n") == 2  # two records, two lines
+    first, second = written.splitlines()
+    assert first.endswith(
+        '"GET /x/****%20****%20****%20****/?next=%0A2026-01-01+INFO+forged+0000 HTTP/1.1" 400 10'
+    )
+    assert second.endswith("Bad Request: /x/****\\xa0****\\xa0****\\xa0****/+0000%0A")
+    assert not card_number_in(written)
+
+
+@pytest.mark.parametrize(
+    "text, masked",
+    [
+        # Percent-encoded digits: each decoded digit replaces its own "%3N".
+        ("n=%34%32%34%32%34%32%34%32%34%32%34%32%34%32%34%32&x=%0A", "n=****************&x=%0A"),
+        # Percent-encoded, then escaped.
+        ("q=%5Cu0034242424242424242+%2B1", "q=****************+%2B1"),
+        # Full-width digits, percent-encoded UTF-8 (three bytes each).
+        ("name=" + "%EF%BC%94%EF%BC%92" * 8 + "&a=+", "name=" + "*" * 16 + "&a=+"),
+        ("iban=DE89+3704+0044+0532+0130+00&x=%0A", "iban=DE**+****+****+****+**30+00&x=%0A"),
+        (
+            "iban=de89%2D3704%2D0044%2D0532%2D0130%2D00",
+            "iban=de**%2D****%2D****%2D****%2D**30%2D00",
+        ),
+        ("ordinary +0000 %0A %ff 1234567890", "ordinary +0000 %0A %ff 1234567890"),
+    ],
+)
+def test_mask_log_text_changes_only_the_characters_of_the_card_data(text, masked):
+    assert mask_log_text(text) == masked
+
+
+def test_ibans_in_any_record_are_masked(console_output, caplog):
+    caplog.set_level(logging.INFO)
+    logging.getLogger("billing.api").warning("reason was %s", "DE89 3704 0044 0532 0130 00")
+    logging.getLogger("django.server").info(
+        '"%s" 400 1', "GET /?r=gb29%20nwbk%206016%201331%209268%2019"
+    )
+    try:
+        raise ValueError("bad reference NL91ABNA0417164300")
+    except ValueError:
+        logging.getLogger("django.request").exception("Internal Server Error: /api/")
+
+    output = console_output.getvalue()
+    for text in (output, caplog.text):
+        assert "0532" not in text and "1331" not in text and "0417" not in text, text
+    assert "DE** **** **** **** **30 00" in output and "NL************4300" in output

@@ -197,15 +197,17 @@ def test_a_json_body_declaring_latin_1_is_also_read_as_json_guesses_it(client, s
 
 
 def test_ordinary_numbers_reach_the_view(client, api_key, customer):
-    # An IBAN, a phone number, a date, an amount, an order number and a UUID, all at once.
-    reference = "DE89 3704 0044 0532 0130 00"
+    # A reference, a phone number, a date, an amount, an order number, a UUID, a VAT id and a
+    # bank's last 4, all at once.
+    reference = "INV-DE-2026-000123"
     body = {
         "customer": "C-1001",
         "amount": "1234.56",
         "reference": reference,
         "notification_body": (
             "Order 1234567890 of 22.11.2026, questions to +49 151 23456789, "
-            "ref 123e4567-e89b-12d3-a456-426614174000"
+            "ref 123e4567-e89b-12d3-a456-426614174000, VAT DE123456789, "
+            "from your account DE ending in 3000"
         ),
     }
 
@@ -213,6 +215,39 @@ def test_ordinary_numbers_reach_the_view(client, api_key, customer):
 
     assert response.status_code == 201, response.content
     assert ChargeIssue.objects.get().external_reference == reference
+
+
+@pytest.mark.parametrize(
+    "iban",
+    [
+        "DE89 3704 0044 0532 0130 00",
+        "fr14-2004-1010-0505-0001-3m02-606",
+        "GB29NWBK60161331926819",
+        "\\u0044E89370400440532013000",  # escaped in the JSON text
+    ],
+)
+def test_an_iban_in_a_json_body_is_refused_and_nothing_is_made(client, api_key, customer, iban):
+    body = json.dumps({"customer": "C-1001", "amount": "12.00", "reference": "x"})
+    body = body.replace('"x"', f'"{iban}"')
+
+    response = _api_post(client, body, api_key)
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "iban_refused"
+    assert not ChargeIssue.objects.exists()
+
+
+def test_an_iban_in_a_form_is_refused_with_a_page_that_says_why(client, space):
+    response = client.post(
+        _register_url(space),
+        "name=Kim&note=DE89+3704+0044+0532+0130+00",
+        content_type="application/x-www-form-urlencoded",
+    )
+
+    body = response.content.decode()
+    assert response.status_code == 400
+    assert "Request refused: it contained a bank account number" in body
+    assert "0532" not in body
 
 
 # --- Bodies it cannot read --------------------------------------------------------------------
