@@ -218,6 +218,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A loop inside one task (the reconciler, level dispatch, recurring generation) takes no further
+# item after this many seconds and leaves the rest to its next run (core.tasks.Deadline): well
+# under the visibility timeout, so a running task is never handed to a second worker.
+TASK_DEADLINE_SECONDS = env.float("TASK_DEADLINE_SECONDS", default=60.0)
 CELERY_TASK_IGNORE_RESULT = True
 # A task that moves money is idempotent by design (database-guarded), so it is acknowledged
 # only after it ran: a worker lost mid-task leaves the message to be redelivered, not dropped.
