@@ -738,7 +738,7 @@ def flow_levels_due_dispatch() -> int:
     charge_flow_cases_open_missing()
     total = 0
     while True:
-        claimed = flow_levels_claim()
+        claimed = flow_levels_claim(limit=CLAIM_BATCH)
         for sent, (level_id, lease) in enumerate(claimed):
             try:
                 run_task.delay(level_id, lease)
