@@ -35,7 +35,7 @@ def test_the_level_beat_stops_at_its_deadline_and_the_next_beat_goes_on(
             billing_services.charge_issue_send_to_collection(issue=issue, acting_user=approver)
 
     assert ChargeFlowLevel.objects.count() == 3
-    ChargeFlowLevel.objects.update(due_at=timezone.now(), claimed_until=None, queued_at=None)
+    ChargeFlowLevel.objects.update(due_at=timezone.now(), claimed_until=None)
     settings.TASK_DEADLINE_SECONDS = 0
     monkeypatch.setattr(services, "CLAIM_BATCH", 1)
 
