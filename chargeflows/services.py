@@ -22,8 +22,9 @@ from django.utils.translation import gettext
 
 from billing import services as billing_services
 from billing.models import ChargeIssue
+from core import tasks as core_tasks
 from core.history import history_acting, history_write
-from core.tasks import Deadline, dispatch, requeue_after
+from core.tasks import Deadline, requeue_after
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
@@ -441,7 +442,7 @@ def _dispatch_run(level: ChargeFlowLevel) -> None:
         # Read on commit: a new level is saved by then. Marked queued while its message waits;
         # if the broker is down the lease is released, so the next beat (within a minute)
         # sends the run instead of the level waiting out its lease.
-        dispatch(
+        core_tasks.dispatch(
             flow_level_run,
             level.pk,
             lease.isoformat(),
@@ -479,7 +480,7 @@ def _level_start(case, configuration, *, position: int, start, now) -> list:
         def notify():
             from .tasks import flow_level_notice_email
 
-            dispatch(flow_level_notice_email, level_id)
+            core_tasks.dispatch(flow_level_notice_email, level_id)
 
         # Sent before the level's first step runs: the customer hears what comes next at
         # once (the notice itself is skipped if the case has ended by the time it is sent).
@@ -587,7 +588,7 @@ def _link_send(level: ChargeFlowLevel, now) -> list:
         def send():
             from .tasks import payment_link_email
 
-            dispatch(payment_link_email, link_id)
+            core_tasks.dispatch(payment_link_email, link_id)
 
         transaction.on_commit(send)
     return _outbound(level.case, "collection.link_sent", data)
@@ -760,9 +761,10 @@ def flow_levels_release(*, claimed: list[tuple[int, str]]) -> int:
     """Give back claimed levels whose run was never sent, so the next beat claims them again
     at once rather than after their lease."""
     released = 0
-    for level_id, lease in claimed:
+    for lease in {lease for _, lease in claimed}:  # one lease per claimed batch
         released += ChargeFlowLevel.objects.filter(
-            pk=level_id, claimed_until=datetime.fromisoformat(lease)
+            pk__in=[level_id for level_id, its in claimed if its == lease],
+            claimed_until=datetime.fromisoformat(lease),
         ).update(claimed_until=None, queued_at=None)
     return released
 
@@ -1148,7 +1150,7 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
 def _method_keep_later(link_id: int) -> None:
     from .tasks import payment_link_method_keep
 
-    dispatch(payment_link_method_keep, link_id)
+    core_tasks.dispatch(payment_link_method_keep, link_id)
 
 
 def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:
