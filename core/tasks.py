@@ -7,9 +7,10 @@
   it out of that state in the same transaction as the attempt row (payments/attempts.py), so a
   retried copy finds nothing due and calls nobody; outbox rows and events are claimed with a
   conditional UPDATE; emails are sent only after their reads succeeded.
-- `dispatch` / `dispatch_on_commit`: a broker that is down when committed work is handed over
-  is logged with the task and its ids and swallowed, never raised into the request or task that
-  committed the change; the beat sweeper that covers that work sends it again.
+- `dispatch`, what every on-commit callback sends its task with: a broker that is down when
+  committed work is handed over is logged with the task and its ids and swallowed, never raised
+  into the request or task that committed the change; the beat sweeper that covers that work
+  sends it again.
 - `queued_at` markers (`dispatch_due`): a sweeper re-sends a due row only when no message for
   it is queued and unclaimed, so stopped workers leave at most one message per due row on the
   broker, however many beats pass.
@@ -115,15 +116,6 @@ def dispatch(task, *args, mark: QuerySet | None = None, release: dict | None = N
                 logger.warning("dispatch of %s%s: mark kept", task.name, args, exc_info=True)
         return False
     return True
-
-
-def dispatch_on_commit(
-    task, *args, mark: QuerySet | None = None, release: dict | None = None
-) -> None:
-    """`dispatch` once the current transaction commits (at once outside one). The change that
-    asked for the task has committed by then: a broker outage is logged, never reported to the
-    user as a failure of that change."""
-    transaction.on_commit(lambda: dispatch(task, *args, mark=mark, release=release))
 
 
 def dispatch_due(
