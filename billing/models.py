@@ -81,6 +81,9 @@ class ChargeIssue(models.Model):
     # how the charge ended, and a refund is a movement of its own with its own state machine.
     # db_default: the single-statement paths and SQL fills insert issues without it.
     refunded_minor = models.BigIntegerField("refunded (minor units)", default=0, db_default=0)
+    # When a message for this row was last put on the broker and not yet taken: the beat
+    # sweeper does not send another meanwhile (core.tasks.dispatch_due).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -274,6 +277,9 @@ class Refund(models.Model):
     approved_at = models.DateTimeField(null=True, blank=True)
     failure_code = models.CharField(max_length=60, blank=True)
     failure_message = models.CharField(max_length=300, blank=True)
+    # When a message for this row was last put on the broker and not yet taken: the beat
+    # sweeper does not send another meanwhile (core.tasks.dispatch_due).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from core import money
 from core.logging import log_context_bind
+from core.tasks import dispatch, dispatch_due
 from payments import attempts, outbox
 from payments.attempts import AttemptOwner, Snapshot
 from payments.models import ChargeAttempt
@@ -257,7 +258,9 @@ def refund_reject(*, refund: Refund, acting_user, comment: str) -> Refund:
 def _dispatch_execute(refund_id: int) -> None:
     from .tasks import refund_execute
 
-    refund_execute.delay(refund_id)
+    # On commit of the approval: a broker outage is logged, not shown to the approver, and the
+    # next refunds_due_dispatch sends it.
+    dispatch(refund_execute, refund_id, mark=Refund.objects.filter(pk=refund_id))
 
 
 def refund_execute(*, refund_id: int) -> ChargeAttempt | None:
@@ -269,12 +272,11 @@ def refund_execute(*, refund_id: int) -> ChargeAttempt | None:
 
 
 def refunds_due_dispatch() -> int:
-    """Beat: send the task again for approved refunds a lost message left behind (the refund
-    itself is exactly-once)."""
-    ids = list(Refund.objects.filter(state=State.APPROVED).values_list("pk", flat=True)[:500])
-    for refund_id in ids:
-        _dispatch_execute(refund_id)
-    return len(ids)
+    """Beat: send the task for approved refunds with no message queued (a dispatch that
+    failed, or a message the broker lost; the refund itself is exactly-once)."""
+    from .tasks import refund_execute
+
+    return dispatch_due(refund_execute, Refund.objects.filter(state=State.APPROVED), limit=500)
 
 
 def outbound_payload(*, refund: Refund, issue: ChargeIssue, created: int) -> dict:
@@ -376,4 +378,4 @@ def refund_customer_email_dispatch(*, refund_id: int) -> None:
     """After a refund succeeded (on commit): the customer's email, its own task."""
     from .tasks import refund_customer_email
 
-    refund_customer_email.delay(refund_id)
+    dispatch(refund_customer_email, refund_id)

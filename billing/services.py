@@ -10,6 +10,7 @@ from django.utils import timezone
 from cards.models import CardEvent, Customer, PaymentCard
 from core import money
 from core.logging import log_context_bind
+from core.tasks import dispatch, dispatch_due
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
@@ -512,9 +513,12 @@ def charge_issue_collection_finish(
 def _after_approval(issue_id: int) -> None:
     from .tasks import charge_issue_charge, charge_issue_notification_email
 
-    charge_issue_notification_email.delay(issue_id)
-    if ChargeIssue.objects.filter(charge_issue_due_q(timezone.now()), pk=issue_id).exists():
-        charge_issue_charge.delay(issue_id)
+    # On commit of the approval: a broker outage is logged, not shown to the approver; the
+    # charge is then sent by the next charge_issues_due_dispatch (the email has no sweeper).
+    dispatch(charge_issue_notification_email, issue_id)
+    due = ChargeIssue.objects.filter(charge_issue_due_q(timezone.now()), pk=issue_id)
+    if due.exists():
+        dispatch(charge_issue_charge, issue_id, mark=ChargeIssue.objects.filter(pk=issue_id))
 
 
 # --- Charging (exactly once, through payments' one money path) ------------------------------
@@ -533,15 +537,12 @@ def charge_issue_charge(*, issue_id: int) -> ChargeAttempt | None:
 
 
 def charge_issues_due_dispatch() -> int:
-    """Beat: send charge tasks for approved issues whose date has come (also re-sends what a
-    lost message left behind; the charge itself is exactly-once)."""
+    """Beat: send charge tasks for approved issues whose date has come and that have no
+    message queued (also re-sends what the broker lost; the charge itself is exactly-once)."""
     from .tasks import charge_issue_charge
 
     due = ChargeIssue.objects.filter(charge_issue_due_q(timezone.now()))
-    ids = list(due.values_list("pk", flat=True)[:1000])
-    for issue_id in ids:
-        charge_issue_charge.delay(issue_id)
-    return len(ids)
+    return dispatch_due(charge_issue_charge, due, limit=1000)
 
 
 def charge_issue_outcome_emails_dispatch(*, issue_id: int, succeeded: bool) -> None:
@@ -549,6 +550,6 @@ def charge_issue_outcome_emails_dispatch(*, issue_id: int, succeeded: bool) -> N
     each its own task (so one failing never re-sends the other, nor the webhook)."""
     from . import tasks
 
-    tasks.charge_issue_customer_outcome_email.delay(issue_id)
+    dispatch(tasks.charge_issue_customer_outcome_email, issue_id)
     if not succeeded:
-        tasks.charge_issue_staff_failure_email.delay(issue_id)
+        dispatch(tasks.charge_issue_staff_failure_email, issue_id)

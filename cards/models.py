@@ -330,6 +330,9 @@ class CardEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     dispatched_at = models.DateTimeField(null=True, blank=True)
+    # When a message for this row was last put on the broker and not yet taken: the beat
+    # sweeper does not send another meanwhile (core.tasks.dispatch_due).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at", "-pk"]

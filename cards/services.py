@@ -13,6 +13,7 @@ from django.utils.http import urlsafe_base64_encode
 from django.utils.translation import gettext_lazy
 
 from core.history import history_acting
+from core.tasks import dispatch, dispatch_due
 from payments import gateway
 from spaces.models import Space
 
@@ -315,7 +316,9 @@ def _language(code: str) -> str:
 def _dispatch_later(event_id: int) -> None:
     from .tasks import card_event_dispatch
 
-    card_event_dispatch.delay(event_id)
+    # On commit of the registration: a broker outage is logged, never shown to the customer,
+    # and card_events_redispatch sends it.
+    dispatch(card_event_dispatch, event_id, mark=CardEvent.objects.filter(pk=event_id))
 
 
 # --- Card events ------------------------------------------------------------------------------
@@ -339,16 +342,16 @@ def card_event_dispatch(*, event_id: int) -> bool:
 
 
 def card_events_redispatch(*, older_than: timedelta = timedelta(minutes=2)) -> int:
-    """Re-send dispatch messages a lost broker message left behind; returns how many."""
-    cutoff = timezone.now() - older_than
-    ids = list(
-        CardEvent.objects.filter(
-            kind=CardEvent.Kind.CARD_REGISTERED, dispatched_at__isnull=True, created_at__lt=cutoff
-        ).values_list("pk", flat=True)[:500]
+    """Beat: send dispatch messages for undispatched events with none queued (a dispatch that
+    failed, a message the broker lost); returns how many."""
+    from .tasks import card_event_dispatch
+
+    due = CardEvent.objects.filter(
+        kind=CardEvent.Kind.CARD_REGISTERED,
+        dispatched_at__isnull=True,
+        created_at__lt=timezone.now() - older_than,
     )
-    for event_id in ids:
-        _dispatch_later(event_id)
-    return len(ids)
+    return dispatch_due(card_event_dispatch, due, limit=500)
 
 
 def payment_cards_expire(*, today=None) -> int:
@@ -426,7 +429,7 @@ def payment_card_expiry_warn(*, card_id: int, today: date | None = None) -> bool
 def _expiry_warning_email_later(card_id: int, invitation_id: int) -> None:
     from .tasks import payment_card_expiry_warning_email
 
-    payment_card_expiry_warning_email.delay(card_id, invitation_id)
+    dispatch(payment_card_expiry_warning_email, card_id, invitation_id)
 
 
 def payment_card_expiry_warning_email_send(*, card_id: int, invitation_id: int) -> None:
@@ -795,7 +798,7 @@ def card_invitation_send(*, customer: Customer, acting_user, email: bool = True)
 def _email_later(invitation_id: int) -> None:
     from .tasks import card_invitation_email
 
-    card_invitation_email.delay(invitation_id)
+    dispatch(card_invitation_email, invitation_id)
 
 
 def card_invitation_url(invitation: CardInvitation) -> str:

@@ -23,21 +23,11 @@ def payment_card_expiry_warnings_send() -> int:
     return services.payment_card_expiry_warnings_send()
 
 
-@shared_task(
-    name="cards.payment_card_expiry_warning_email",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="cards.payment_card_expiry_warning_email")
 def payment_card_expiry_warning_email(card_id: int, invitation_id: int) -> None:
     services.payment_card_expiry_warning_email_send(card_id=card_id, invitation_id=invitation_id)
 
 
-@shared_task(
-    name="cards.card_invitation_email",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="cards.card_invitation_email")
 def card_invitation_email(invitation_id: int) -> None:
     services.card_invitation_email_send(invitation_id=invitation_id)

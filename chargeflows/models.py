@@ -273,6 +273,10 @@ class ChargeFlowLevel(models.Model):
     times_out_at = models.DateTimeField()
     due_at = models.DateTimeField(null=True, blank=True)
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # When the beat (or a run) put a run message for this level on the broker that no worker
+    # has taken yet: the beat does not send another meanwhile, however long the lease has
+    # ended (core.tasks.dispatch_due; a run clears it when it takes its message).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
     # [{"step": ..., "code": ..., "message": ..., "at": ...}], oldest first.
     failures = models.JSONField(default=list, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -24,6 +24,8 @@ def default_flow_on_space_created(sender, instance, created, raw=False, **kwargs
 def open_case_on_collection_started(sender, issue_id, **kwargs):
     # Sent on commit; a task so that a slow selection never holds up billing's worker, and
     # the beat's sweep opens the case if this message is lost.
+    from core.tasks import dispatch
+
     from .tasks import charge_flow_case_open
 
-    charge_flow_case_open.delay(issue_id)
+    dispatch(charge_flow_case_open, issue_id)

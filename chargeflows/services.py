@@ -22,7 +22,9 @@ from django.utils.translation import gettext
 
 from billing import services as billing_services
 from billing.models import ChargeIssue
+from core import tasks as core_tasks
 from core.history import history_acting, history_write
+from core.tasks import Deadline, requeue_after
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
 from spaces.selectors import user_may_act_in_space
@@ -65,8 +67,9 @@ UNSETTLED_ATTEMPT_STATUSES = (
     ChargeAttempt.Status.PROCESSING,
     ChargeAttempt.Status.UNKNOWN,
 )
-# An issue left collecting without a case this long lost its signal: the sweep opens it.
-CASE_LOST_AFTER = timedelta(minutes=2)
+# An issue left collecting without a case this long lost its signal (or its dispatch failed):
+# the sweep, run with the level beat every minute, opens it.
+CASE_LOST_AFTER = timedelta(minutes=1)
 
 
 # --- Helpers ------------------------------------------------------------------------------------
@@ -431,14 +434,23 @@ def _run_soon(level: ChargeFlowLevel, now, *, dispatch: bool = True) -> None:
 
 
 def _dispatch_run(level: ChargeFlowLevel) -> None:
-    lease = level.claimed_until.isoformat()
+    lease = level.claimed_until
 
-    def dispatch():
+    def send():
         from .tasks import flow_level_run
 
-        flow_level_run.delay(level.pk, lease)  # read on commit: a new level is saved by then
+        # Read on commit: a new level is saved by then. Marked queued while its message waits;
+        # if the broker is down the lease is released, so the next beat (within a minute)
+        # sends the run instead of the level waiting out its lease.
+        core_tasks.dispatch(
+            flow_level_run,
+            level.pk,
+            lease.isoformat(),
+            mark=ChargeFlowLevel.objects.filter(pk=level.pk, claimed_until=lease),
+            release={"claimed_until": None},
+        )
 
-    transaction.on_commit(dispatch)
+    transaction.on_commit(send)
 
 
 def _level_start(case, configuration, *, position: int, start, now) -> list:
@@ -468,7 +480,7 @@ def _level_start(case, configuration, *, position: int, start, now) -> list:
         def notify():
             from .tasks import flow_level_notice_email
 
-            flow_level_notice_email.delay(level_id)
+            core_tasks.dispatch(flow_level_notice_email, level_id)
 
         # Sent before the level's first step runs: the customer hears what comes next at
         # once (the notice itself is skipped if the case has ended by the time it is sent).
@@ -576,7 +588,7 @@ def _link_send(level: ChargeFlowLevel, now) -> list:
         def send():
             from .tasks import payment_link_email
 
-            payment_link_email.delay(link_id)
+            core_tasks.dispatch(payment_link_email, link_id)
 
         transaction.on_commit(send)
     return _outbound(level.case, "collection.link_sent", data)
@@ -650,12 +662,17 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
 # (bench/due_levels.py). The locked version is the one the join finds: a row updated and
 # committed by someone else after this statement's snapshot has a ctid the snapshot cannot
 # see, so it is left unclaimed (the next beat takes it), never claimed twice.
+#
+# A level whose run message is still queued and untaken (queued_at, cleared by the run when it
+# takes the message) is not claimed again when its lease ends, only once the broker must have
+# lost that message (core.tasks.requeue_after): stopped workers leave one message per level.
 CLAIM_SQL = """
-UPDATE {level} SET claimed_until = %(lease)s
+UPDATE {level} SET claimed_until = %(lease)s, queued_at = %(now)s
 FROM (
     SELECT ctid FROM {level}
     WHERE state = %(pending)s AND due_at IS NOT NULL AND due_at <= %(now)s
       AND (claimed_until IS NULL OR claimed_until <= %(now)s)
+      AND (queued_at IS NULL OR queued_at <= %(requeue_before)s)
     ORDER BY due_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -676,18 +693,20 @@ def flow_levels_claim(*, now=None, limit: int = CLAIM_BATCH) -> list[tuple[int, 
 
     now = now or timezone.now()
     lease = now + LEASE
+    requeue_before = now - requeue_after()
     if connection.vendor != "postgresql":
         # SQLite (the local run) has no row locks to skip; its one writer at a time serialises
         # claims anyway.
         with transaction.atomic():
             due = ChargeFlowLevel.objects.filter(
                 Q(claimed_until__isnull=True) | Q(claimed_until__lte=now),
+                Q(queued_at__isnull=True) | Q(queued_at__lte=requeue_before),
                 state=Level.State.PENDING,
                 due_at__isnull=False,
                 due_at__lte=now,
             ).order_by("due_at")
             ids = list(due.values_list("pk", flat=True)[:limit])
-            ChargeFlowLevel.objects.filter(pk__in=ids).update(claimed_until=lease)
+            ChargeFlowLevel.objects.filter(pk__in=ids).update(claimed_until=lease, queued_at=now)
         return [(level_id, lease.isoformat()) for level_id in ids]
     with transaction.atomic(), connection.cursor() as cursor:
         # The lease is soft state: were this commit lost in a database crash, the runs
@@ -696,7 +715,13 @@ def flow_levels_claim(*, now=None, limit: int = CLAIM_BATCH) -> list[tuple[int, 
         cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(
             CLAIM_SQL.format(level=connection.ops.quote_name(ChargeFlowLevel._meta.db_table)),
-            {"lease": lease, "pending": Level.State.PENDING, "now": now, "limit": limit},
+            {
+                "lease": lease,
+                "pending": Level.State.PENDING,
+                "now": now,
+                "requeue_before": requeue_before,
+                "limit": limit,
+            },
         )
         ids = [row[0] for row in cursor.fetchall()]
     return [(level_id, lease.isoformat()) for level_id in ids]
@@ -704,18 +729,54 @@ def flow_levels_claim(*, now=None, limit: int = CLAIM_BATCH) -> list[tuple[int, 
 
 def flow_levels_due_dispatch() -> int:
     """Beat, every minute: claim due levels in batches and dispatch a run for each; and open
-    the cases whose signal was lost."""
+    the cases whose signal was lost. Takes no further batch after the task deadline (the next
+    beat goes on), and stops at a broker outage, releasing what it could not send."""
+    from core.tasks import BROKER_ERRORS
+
     from .tasks import flow_level_run as run_task
 
+    deadline = Deadline()
     charge_flow_cases_open_missing()
     total = 0
     while True:
-        claimed = flow_levels_claim()
-        for level_id, lease in claimed:
-            run_task.delay(level_id, lease)
+        claimed = flow_levels_claim(limit=CLAIM_BATCH)
+        for sent, (level_id, lease) in enumerate(claimed):
+            try:
+                run_task.delay(level_id, lease)
+            except BROKER_ERRORS as exc:
+                logger.error(
+                    "level dispatch stopped after %s of %s: the broker is unavailable (%s)",
+                    sent,
+                    len(claimed),
+                    exc.__class__.__name__,
+                )
+                flow_levels_release(claimed=claimed[sent:])
+                return total + sent
         total += len(claimed)
-        if len(claimed) < CLAIM_BATCH:
+        if len(claimed) < CLAIM_BATCH or deadline.passed():
             return total
+
+
+def flow_levels_release(*, claimed: list[tuple[int, str]]) -> int:
+    """Give back claimed levels whose run was never sent, so the next beat claims them again
+    at once rather than after their lease."""
+    released = 0
+    for lease in {lease for _, lease in claimed}:  # one lease per claimed batch
+        released += ChargeFlowLevel.objects.filter(
+            pk__in=[level_id for level_id, its in claimed if its == lease],
+            claimed_until=datetime.fromisoformat(lease),
+        ).update(claimed_until=None, queued_at=None)
+    return released
+
+
+def flow_level_run_taken(*, level_id: int, lease: str | None) -> None:
+    """A run's message has been taken by a worker: the level is no longer queued, so once the
+    run's lease ends (a worker that died mid-run) the beat sends it again. Only the message of
+    the current lease clears it (a stale copy leaves the queued one counted)."""
+    taken = ChargeFlowLevel.objects.filter(pk=level_id, queued_at__isnull=False)
+    if lease is not None:
+        taken = taken.filter(claimed_until=datetime.fromisoformat(lease))
+    taken.update(queued_at=None)
 
 
 def level_charge_settled(*, attempt: ChargeAttempt, outbound_id: uuid.UUID, now) -> list:
@@ -1089,7 +1150,7 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
 def _method_keep_later(link_id: int) -> None:
     from .tasks import payment_link_method_keep
 
-    payment_link_method_keep.delay(link_id)
+    core_tasks.dispatch(payment_link_method_keep, link_id)
 
 
 def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:

@@ -10,6 +10,8 @@ def flow_levels_due_dispatch() -> int:
 
 @shared_task(name="chargeflows.flow_level_run")
 def flow_level_run(level_id: int, lease: str | None = None) -> bool:
+    # The message is taken (the beat may send another once the lease ends), then the run.
+    services.flow_level_run_taken(level_id=level_id, lease=lease)
     return services.flow_level_run(level_id=level_id, lease=lease) is not None
 
 
@@ -23,22 +25,12 @@ def charge_flows_purge() -> int:
     return services.charge_flows_purge()
 
 
-@shared_task(
-    name="chargeflows.flow_level_notice_email",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=8,
-)
+@shared_task(name="chargeflows.flow_level_notice_email")
 def flow_level_notice_email(level_id: int) -> None:
     notifications.level_notice_send(level_id=level_id)
 
 
-@shared_task(
-    name="chargeflows.payment_link_email",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=8,
-)
+@shared_task(name="chargeflows.payment_link_email")
 def payment_link_email(link_id: int) -> None:
     notifications.payment_link_send(link_id=link_id)
 

@@ -5,7 +5,8 @@ from celery.signals import before_task_publish, setup_logging, task_postrun, tas
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.local")
 
-app = Celery("backoffice")
+# core.tasks.BackofficeTask: every task retries database and broker errors with backoff.
+app = Celery("backoffice", task_cls="core.tasks:BackofficeTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -29,7 +29,10 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
+
+from core.tasks import Deadline
 
 from . import gateway
 from .models import ChargeAttempt
@@ -463,67 +466,115 @@ def attempt_refresh(*, attempt: ChargeAttempt) -> bool:
     return attempt_record(attempt=attempt, result=found)
 
 
+UNSETTLED = (Status.PENDING, Status.UNKNOWN, Status.PROCESSING)
+# How long one reconciler holds an attempt (ChargeAttempt.reconciling_until) while it asks the
+# provider and perhaps calls it again, with no transaction or row lock open. Far longer than
+# those two calls can take (each at most STRIPE_TIMEOUT_SECONDS), so two reconcilers can never
+# both find "no charge" and both call. A still-processing attempt keeps it as its wait before
+# the next look.
+RECONCILE_LEASE = timedelta(minutes=5)
+RECONCILE_BATCH = 200
+
+
 def attempts_reconcile(*, older_than: timedelta = RECONCILE_AFTER) -> int:
     """Settle attempts whose outcome is unknown or still processing by asking the provider;
     returns how many were settled or called again.
 
     Found at the provider: record what happened. Not found: no charge exists, so the call is
     made again with the same idempotency key (and snapshot).
+
+    Lock → commit → call, like every charge: each attempt is leased with a conditional UPDATE
+    (its own short transaction), the provider is asked with nothing held, and the outcome goes
+    through the record step's conditional UPDATE, which a worker or webhook that recorded first
+    wins. Bounded: past the task deadline no further attempt is taken (the next beat, two
+    minutes on, goes on), so a run stays well inside the broker's visibility timeout.
     """
     settled = 0
-    cutoff = timezone.now() - older_than
-    unsettled = ChargeAttempt.objects.filter(
-        status__in=[Status.PENDING, Status.UNKNOWN, Status.PROCESSING], created_at__lte=cutoff
-    ).values_list("pk", flat=True)
-    for attempt_id in list(unsettled[:200]):
-        # The attempt stays locked through the lookup and any new call, so two reconcilers can
-        # never both decide "not found" and call twice. If this transaction dies after a call,
-        # the attempt is still unsettled and the next run finds that charge.
-        with transaction.atomic():
-            attempt = (
-                ChargeAttempt.objects.select_for_update(skip_locked=True)
-                .filter(
-                    pk=attempt_id, status__in=[Status.PENDING, Status.UNKNOWN, Status.PROCESSING]
-                )
-                .first()
-            )
-            if attempt is None:
-                continue
-            try:
-                if owner_for(attempt.purpose).operation == "refund":
-                    found = _refund_lookup(attempt)
-                    if found is not None and found.status == "processing":
-                        if attempt.status != Status.PROCESSING:
-                            attempt_record(attempt=attempt, result=found)
-                            settled += 1
-                        continue
-                elif attempt.status == Status.PROCESSING and attempt.provider_payment_intent_id:
-                    found = gateway.payment_intent_retrieve(attempt.provider_payment_intent_id)
-                    if found.status == "processing":
-                        continue
-                    # requires_action after RECONCILE_AFTER: the customer left the 3-D Secure
-                    # step; it is recorded as failed.
-                    if found.status == "requires_action":
-                        found = _abandoned(found)
-                else:
-                    found = gateway.payment_intent_find(
-                        customer_id=attempt.provider_customer_id,
-                        metadata_key="charge_attempt",
-                        metadata_value=str(attempt.pk),
-                    )
-            except gateway.ProviderError as exc:
-                logger.warning(
-                    "reconcile %s: provider unavailable (%s)", attempt.pk, exc.__class__.__name__
-                )
-                continue
-            if found is not None:
-                attempt_record(attempt=attempt, result=found)
-            else:
-                ChargeAttempt.objects.filter(pk=attempt.pk).update(status=Status.PENDING)
-                attempt.status = Status.PENDING
-                attempt_execute(attempt=attempt)
-            settled += 1
+    deadline = Deadline()
+    now = timezone.now()
+    candidates = (
+        ChargeAttempt.objects.filter(status__in=UNSETTLED, created_at__lte=now - older_than)
+        .filter(Q(reconciling_until__isnull=True) | Q(reconciling_until__lte=now))
+        .order_by(F("reconciling_until").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)
+    )
+    for done, attempt_id in enumerate(list(candidates[:RECONCILE_BATCH])):
+        if done and deadline.passed():
+            logger.info("reconcile: deadline reached after %s attempts; the next run goes on", done)
+            break
+        attempt = _reconcile_lease(attempt_id)
+        if attempt is not None:
+            settled += _reconcile_one(attempt)
     return settled
+
+
+def _reconcile_lease(attempt_id) -> ChargeAttempt | None:
+    """Take an unsettled attempt for this reconciler: one conditional UPDATE, committed at
+    once. None if it settled meanwhile or another reconciler holds it."""
+    now = timezone.now()
+    lease = now + RECONCILE_LEASE
+    taken = (
+        ChargeAttempt.objects.filter(pk=attempt_id, status__in=UNSETTLED)
+        .filter(Q(reconciling_until__isnull=True) | Q(reconciling_until__lte=now))
+        .update(reconciling_until=lease)
+    )
+    if not taken:
+        return None
+    return ChargeAttempt.objects.get(pk=attempt_id)
+
+
+def _reconcile_release(attempt: ChargeAttempt) -> None:
+    ChargeAttempt.objects.filter(pk=attempt.pk, reconciling_until=attempt.reconciling_until).update(
+        reconciling_until=None
+    )
+
+
+def _reconcile_one(attempt: ChargeAttempt) -> int:
+    """Ask the provider about one leased attempt and record or re-call; 1 if it was settled
+    or called again. Runs outside any transaction (a caller's would hold its locks across the
+    provider's answer)."""
+    try:
+        if owner_for(attempt.purpose).operation == "refund":
+            found = _refund_lookup(attempt)
+            if found is not None and found.status == "processing":
+                if attempt.status != Status.PROCESSING:
+                    attempt_record(attempt=attempt, result=found)
+                    return 1
+                return 0  # still at the bank: the lease is its wait
+        elif attempt.status == Status.PROCESSING and attempt.provider_payment_intent_id:
+            found = gateway.payment_intent_retrieve(attempt.provider_payment_intent_id)
+            if found.status == "processing":
+                return 0  # still at the bank: the lease is its wait
+            # requires_action after RECONCILE_AFTER: the customer left the 3-D Secure step;
+            # it is recorded as failed.
+            if found.status == "requires_action":
+                found = _abandoned(found)
+        else:
+            found = gateway.payment_intent_find(
+                customer_id=attempt.provider_customer_id,
+                metadata_key="charge_attempt",
+                metadata_value=str(attempt.pk),
+            )
+    except gateway.ProviderError as exc:
+        logger.warning(
+            "reconcile %s: provider unavailable (%s)", attempt.pk, exc.__class__.__name__
+        )
+        _reconcile_release(attempt)  # the next run asks again
+        return 0
+    if found is not None:
+        attempt_record(attempt=attempt, result=found)
+        return 1
+    # No charge exists. Fenced by the lease: the attempt is called again only if it is still
+    # unsettled and this reconciler still holds it (a webhook may have recorded meanwhile).
+    if not ChargeAttempt.objects.filter(
+        pk=attempt.pk,
+        status__in=[Status.PENDING, Status.UNKNOWN],
+        reconciling_until=attempt.reconciling_until,
+    ).update(status=Status.PENDING):
+        return 0
+    attempt.status = Status.PENDING
+    attempt_execute(attempt=attempt)
+    return 1
 
 
 def _refund_lookup(attempt: ChargeAttempt) -> gateway.ChargeResult | None:

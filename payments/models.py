@@ -99,6 +99,10 @@ class ChargeAttempt(models.Model):
     last_error = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # The reconciler's lease (payments.attempts.attempts_reconcile): while it lies in the future
+    # one reconciler is asking the provider about this attempt, with no transaction open, and
+    # no other may.
+    reconciling_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         indexes = [
@@ -155,6 +159,9 @@ class ProviderEvent(models.Model):
     given_up = models.BooleanField(
         default=False, help_text="Every automatic try failed; staff may process it again."
     )
+    # When a message for this row was last put on the broker and not yet taken: the beat
+    # sweeper does not send another meanwhile (core.tasks.dispatch_due).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-received_at", "-pk"]
@@ -184,6 +191,9 @@ class OutboundEvent(models.Model):
     tries = models.PositiveIntegerField(default=0)
     next_try_at = models.DateTimeField(null=True, blank=True)
     given_up = models.BooleanField(default=False)
+    # When a message for this row was last put on the broker and not yet taken: the beat
+    # sweeper does not send another meanwhile (core.tasks.dispatch_due).
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-created_at"]

@@ -20,6 +20,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from core import outbound
+from core.tasks import dispatch, dispatch_due
 
 from .models import DeliveryAttempt, OutboundEvent
 
@@ -46,10 +47,17 @@ def outbound_event_create(*, space, type: str, payload: dict, id=None) -> Outbou
 
 
 def outbound_events_dispatch(*, ids) -> None:
+    """Send each event's delivery (called on commit of the change that wrote them); each is
+    marked queued so the sweeper does not send another while it waits. A broker outage is
+    logged and the sweeper sends them within a minute."""
     from .tasks import outbound_event_deliver
 
     for event_id in ids:
-        outbound_event_deliver.delay(str(event_id))
+        dispatch(
+            outbound_event_deliver,
+            str(event_id),
+            mark=OutboundEvent.objects.filter(pk=event_id),
+        )
 
 
 def webhook_signature(secret: str, timestamp: int, body: bytes) -> str:
@@ -93,7 +101,10 @@ def outbound_event_deliver(*, event_id, force: bool = False) -> bool:
             Q(next_try_at__isnull=True) | Q(next_try_at__lte=now)
         )
     # The lease: a worker killed mid-try leaves next_try_at in the future, then the sweeper.
-    claimed = events.update(tries=F("tries") + 1, next_try_at=now + LOST_AFTER, given_up=False)
+    # The message is taken: queued_at is cleared, so the sweeper may send the next try's.
+    claimed = events.update(
+        tries=F("tries") + 1, next_try_at=now + LOST_AFTER, given_up=False, queued_at=None
+    )
     if not claimed:
         return False
     event = OutboundEvent.objects.select_related("space").get(pk=event_id)
@@ -147,16 +158,12 @@ def outbound_event_redeliver(*, event: OutboundEvent) -> None:
 
 
 def outbound_events_sweep() -> int:
-    """Beat: dispatch every undelivered event whose next try is due (retries with backoff, and
-    events whose broker message was lost)."""
+    """Beat: dispatch every undelivered event whose next try is due and that has no message
+    queued (retries with backoff, dispatches that failed, messages the broker lost)."""
+    from .tasks import outbound_event_deliver
+
     now = timezone.now()
-    ids = list(
-        OutboundEvent.objects.filter(delivered_at__isnull=True, given_up=False)
-        .filter(
-            Q(next_try_at__isnull=True, created_at__lte=now - timedelta(minutes=1))
-            | Q(next_try_at__lte=now)
-        )
-        .values_list("pk", flat=True)[:500]
+    due = OutboundEvent.objects.filter(delivered_at__isnull=True, given_up=False).filter(
+        Q(next_try_at__isnull=True) | Q(next_try_at__lte=now)
     )
-    outbound_events_dispatch(ids=ids)
-    return len(ids)
+    return dispatch_due(outbound_event_deliver, due, limit=500, arg=str)

@@ -10,8 +10,9 @@ def charge_attempts_reconcile() -> int:
 
 @shared_task(name="payments.outbound_event_deliver")
 def outbound_event_deliver(event_id: str) -> bool:
-    # No Celery retry: a failed try is logged and its next one scheduled in the row, and the
-    # beat sweeper dispatches it when due (backoff lives in the database, not in the broker).
+    # A failed delivery is not a Celery retry: the try is logged and its next one scheduled in
+    # the row, and the beat sweeper dispatches it when due (backoff lives in the database). Only
+    # a database or broker error is retried by Celery, like every task's (core.tasks).
     return outbox.outbound_event_deliver(event_id=event_id)
 
 

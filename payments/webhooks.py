@@ -22,6 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from core.errors import error_json
+from core.tasks import dispatch, dispatch_due
 
 from . import attempts, gateway
 from .models import ProviderEvent
@@ -30,8 +31,6 @@ from .signals import provider_event_received
 logger = logging.getLogger(__name__)
 MAX_TRIES = 6
 BACKOFF_BASE = timedelta(minutes=1)
-# A processing task lost with its broker message is dispatched again by the sweeper after this.
-LOST_AFTER = timedelta(minutes=5)
 
 PAYMENT_INTENT_EVENTS = {
     "payment_intent.succeeded",
@@ -96,7 +95,9 @@ def provider_event_receive(*, event: dict) -> bool:
 def _dispatch(event_pk: int) -> None:
     from .tasks import provider_event_process
 
-    provider_event_process.delay(event_pk)
+    # On commit of the stored event: a broker outage is logged (the provider still gets its
+    # 200, the event is stored) and provider_events_retry sends it within a minute.
+    dispatch(provider_event_process, event_pk, mark=ProviderEvent.objects.filter(pk=event_pk))
 
 
 def backoff(tries: int) -> timedelta:
@@ -125,6 +126,7 @@ def provider_event_process(*, event_pk: int) -> bool:
             logger.exception("provider event %s failed", event.provider_event_id)
             tries = event.tries + 1
             ProviderEvent.objects.filter(pk=event.pk).update(
+                queued_at=None,  # taken: the beat may send the next try when it is due
                 tries=tries,
                 last_error=f"{exc.__class__.__name__}: {exc}"[:2000],
                 next_try_at=timezone.now() + backoff(tries),
@@ -152,19 +154,15 @@ def _handle(event_type: str, obj: dict) -> None:
 
 
 def provider_events_retry() -> int:
-    """Beat: dispatch unprocessed events whose next try is due (failed ones with backoff, and
-    ones whose broker message was lost)."""
+    """Beat: dispatch unprocessed events whose next try is due and that have no message queued
+    (failed ones with backoff, dispatches that failed, messages the broker lost)."""
+    from .tasks import provider_event_process
+
     now = timezone.now()
-    ids = list(
-        ProviderEvent.objects.filter(processed_at__isnull=True, given_up=False)
-        .filter(
-            Q(next_try_at__lte=now) | Q(next_try_at__isnull=True, received_at__lte=now - LOST_AFTER)
-        )
-        .values_list("pk", flat=True)[:500]
+    due = ProviderEvent.objects.filter(processed_at__isnull=True, given_up=False).filter(
+        Q(next_try_at__lte=now) | Q(next_try_at__isnull=True)
     )
-    for event_pk in ids:
-        _dispatch(event_pk)
-    return len(ids)
+    return dispatch_due(provider_event_process, due, limit=500)
 
 
 def provider_event_process_again(*, event: ProviderEvent) -> None:

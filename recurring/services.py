@@ -16,6 +16,7 @@ from cards import services as card_services
 from cards.models import Customer, PaymentCard
 from core import money
 from core.history import history_write
+from core.tasks import Deadline, dispatch
 from spaces.models import Space
 from spaces.selectors import user_may_act_in_space
 
@@ -608,7 +609,7 @@ def recurring_line_card_reminder(*, line_id: int) -> bool:
 def _reminder_email_later(line_id: int, invitation_id: int) -> None:
     from .tasks import recurring_card_reminder_email
 
-    recurring_card_reminder_email.delay(line_id, invitation_id)
+    dispatch(recurring_card_reminder_email, line_id, invitation_id)
 
 
 def recurring_card_reminder_email_send(*, line_id: int, invitation_id: int) -> None:
@@ -686,9 +687,16 @@ def recurring_lines_generate_due(*, today: date | None = None, batch_size: int =
     """Beat: every active line whose charge date has come becomes a charging issue, and its
     next generation is created. Streams due ids in batches; each line is its own transaction,
     so a crash loses nothing (the next run finds the lines not yet generated) and a doubled or
-    concurrent run makes one issue per line per period (see recurring_line_generate)."""
+    concurrent run makes one issue per line per period (see recurring_line_generate).
+
+    Bounded: past the task deadline it takes no further line and sends itself again for the
+    rest (one message; the beat, every 15 minutes, would also find them), so a run never
+    outlasts the broker's visibility timeout however many lines fall due on one day."""
+    from .tasks import recurring_lines_generate_due as generate_task
+
     today = today or timezone.localdate()
-    made, after_id = 0, 0
+    deadline = Deadline()
+    made, handled, after_id = 0, 0, 0
     while True:
         ids = list(
             RecurringLine.objects.filter(
@@ -701,7 +709,12 @@ def recurring_lines_generate_due(*, today: date | None = None, batch_size: int =
             return made
         after_id = ids[-1]
         for line_id in ids:
+            if handled and deadline.passed():  # at least one line per run: always progress
+                logger.info("recurring generation: deadline reached, %s made, rest sent on", made)
+                dispatch(generate_task)
+                return made
             made += recurring_line_generate(line_id=line_id, today=today) is not None
+            handled += 1
 
 
 def recurring_line_generate(*, line_id: int, today: date | None = None) -> RecurringLine | None:

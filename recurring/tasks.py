@@ -18,11 +18,6 @@ def recurring_card_reminders_send() -> int:
     return services.recurring_card_reminders_send()
 
 
-@shared_task(
-    name="recurring.recurring_card_reminder_email",
-    autoretry_for=(OSError,),
-    retry_backoff=True,
-    max_retries=5,
-)
+@shared_task(name="recurring.recurring_card_reminder_email")
 def recurring_card_reminder_email(line_id: int, invitation_id: int) -> None:
     services.recurring_card_reminder_email_send(line_id=line_id, invitation_id=invitation_id)

@@ -211,13 +211,19 @@ CELERY_BROKER_URL = env("CELERY_BROKER_URL")
 # Redis redelivers a message that was taken but not acknowledged (acks late: the worker died)
 # only after the visibility timeout. Its default, one hour, would leave a killed worker's charge
 # waiting that long. It must be longer than any task runs (a charge: one provider call of at most
-# STRIPE_TIMEOUT_SECONDS; the longest, the reconciler's batch, is safe to run twice, as every
-# task is), and is far shorter than an hour so lost work returns within minutes. The real-broker
+# STRIPE_TIMEOUT_SECONDS; a loop such as the reconciler's stops taking items after
+# TASK_DEADLINE_SECONDS, below), and is far shorter than an hour so lost work returns within
+# minutes. A row marked queued is sent again only after it and five more minutes
+# (core.tasks.requeue_after), so stopped workers leave one message per due row. The real-broker
 # tests (tests/payments/test_real_broker.py) set a few seconds for the workers they start.
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=600),
 }
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A loop inside one task (the reconciler, level dispatch, recurring generation) takes no further
+# item after this many seconds and leaves the rest to its next run (core.tasks.Deadline): well
+# under the visibility timeout, so a running task is never handed to a second worker.
+TASK_DEADLINE_SECONDS = env.float("TASK_DEADLINE_SECONDS", default=60.0)
 CELERY_TASK_IGNORE_RESULT = True
 # A task that moves money is idempotent by design (database-guarded), so it is acknowledged
 # only after it ran: a worker lost mid-task leaves the message to be redelivered, not dropped.

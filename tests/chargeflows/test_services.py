@@ -540,7 +540,13 @@ def test_a_claim_skips_the_levels_another_open_claim_holds(localstripe):
         first_lease = now + timedelta(minutes=1)
         first = other.execute(
             services.CLAIM_SQL.format(level=ChargeFlowLevel._meta.db_table),
-            {"lease": first_lease, "pending": "pending", "now": now, "limit": 2},
+            {
+                "lease": first_lease,
+                "pending": "pending",
+                "now": now,
+                "limit": 2,
+                "requeue_before": now,
+            },
         ).fetchall()  # not committed yet: the two rows stay locked
         second = services.flow_levels_claim(now=now, limit=10)
         other.commit()
