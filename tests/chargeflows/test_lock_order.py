@@ -81,7 +81,8 @@ def tables_locked(sql: str) -> set[str]:
 
 
 class LockWatch:
-    """A connection of its own that tells whether another backend waits for a lock."""
+    """A connection of its own that tells whether another backend waits for a row lock (on
+    the transaction holding it, or in the tuple's queue)."""
 
     def __init__(self):
         db = connection.settings_dict
@@ -100,9 +101,9 @@ class LockWatch:
             return False
         with self._mutex:
             row = self._conn.execute(
-                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+                "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE pid = %s", [pid]
             ).fetchone()
-        return row is not None and row[0] == "Lock"
+        return row is not None and row[0] == "Lock" and row[1] in ("transactionid", "tuple")
 
     def close(self):
         self._conn.close()
@@ -122,26 +123,37 @@ class Actor(threading.Thread):
     row), it keeps its transaction open until its partner holds a row of `theirs` (ANY: has
     locked anything; None: only the next two count), waits for a lock, or is done.
     arm_on_provider_answer: rows count only from the moment the provider answered this
-    actor's charge (payments' test hook), so the meeting is at the settlement, not the claim.
+    actor's charge (payments' test hook), so the meeting is at the settlement, not the claim;
+    arm_after_first_commit: only from this actor's second transaction on.
     first_commit_hook: called once, right after this actor's first commit.
     """
 
     def __init__(
-        self, name, work, watch, *, hold=None, start_after=None, arm_on_provider_answer=False
+        self,
+        name,
+        work,
+        watch,
+        *,
+        hold=None,
+        start_after=None,
+        arm_on_provider_answer=False,
+        arm_after_first_commit=False,
     ):
         super().__init__(name=name, daemon=True)
         self.work, self.watch, self.hold = work, watch, hold
         self.start_after = start_after
         self.arm_on_provider_answer = arm_on_provider_answer
         self.armed = threading.Event()
-        if not arm_on_provider_answer:
+        self.first_commit_hook = None
+        if arm_after_first_commit:
+            self.first_commit_hook = self.armed.set
+        elif not arm_on_provider_answer:
             self.armed.set()
         self.partner: Actor | None = None
         self.held: set[str] = set()
         self.done = threading.Event()
         self.pid: int | None = None
         self.result = self.error = None
-        self.first_commit_hook = None
 
     def run(self):
         try:
@@ -519,12 +531,49 @@ def test_a_staff_action_and_a_settlement_on_one_case_never_deadlock(
         assert case.events.filter(action="level_started").count() == case.levels.count()
 
 
+def test_a_payment_on_the_page_and_a_cancel_at_once_never_charge_a_cancelled_collection(
+    collections, localstripe, watch, provider_answer_arms
+):
+    """The customer pays on the page while staff cancel the collection. The page's claim has
+    read the case as running and staff have locked the case before either writes: in one
+    lock order that moment never comes. Either the cancel refuses (a charge is under way) and
+    the payment completes the case, or the link is retired and nothing is charged; never a
+    charge on a cancelled collection."""
+    issue, link = collections.waiting_for_link()
+    secret = services.payment_link_setup_intent(link=link)
+    confirmed = confirm_setup_intent(localstripe, secret, VISA)
+    case = collections.case(issue)
+    page = Actor(
+        "payment page",
+        lambda: services.payment_link_pay(link=link, setup_intent_id=confirmed["id"]),
+        watch,
+        # The page's first transaction keeps the customer's card on the link; the claim of
+        # the charge is its second.
+        arm_after_first_commit=True,
+        hold=(ANY, CASE),
+    )
+    staff = Actor(
+        "cancel",
+        lambda: STAFF_ACTIONS["cancel"](case, collections.admin),
+        watch,
+        start_after=page.armed,
+        hold=(CASE, ANY),
+    )
+    pair(page, staff)
+    run_all(page, staff)
+
+    assert page.error is None, repr(page.error)
+    assert staff.error is None or isinstance(staff.error, ChargeFlowError), repr(staff.error)
+    case = assert_consistent(issue, localstripe)
+    assert case.state in (Case.SUCCEEDED, Case.CANCELLED)
+
+
 def test_several_staff_members_and_the_settlements_of_their_cases_at_once(
     collections, localstripe, watch, provider_answer_arms
 ):
     """Several cases, each settled by its worker while staff start the next level, cancel
-    and change the recipient of the same case, all at once: no deadlock, every case ends
-    consistent, and each charge is made once."""
+    and change the recipient of the same case, all let go at once, the interleavings left to
+    chance: no deadlock, every case ends consistent, and each charge is made once."""
     actors, issues = [], []
     go = threading.Event()
     for _ in range(3):
