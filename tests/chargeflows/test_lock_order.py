@@ -189,8 +189,7 @@ class Actor(threading.Thread):
             new = tables_locked(sql) - self.held
             self.held |= new
             if self.hold and new and (self.hold[0] == ANY or self.hold[0] in new):
-                mine, theirs = self.hold
-                self.hold = None
+                theirs, self.hold = self.hold[1], None
                 self.wait_for_partner(theirs)
         return result
 
