@@ -15,7 +15,8 @@ from django.utils import timezone
 from payments.attempts import AttemptOwner, Snapshot
 from payments.models import ChargeAttempt
 
-from .models import ChargeFlowLevel, ChargeFlowLevelPaymentLink
+from .locks import level_locked, link_locked
+from .models import ChargeFlowLevel
 from .selectors import level_payment_method
 
 Step = ChargeFlowLevel.Step
@@ -34,14 +35,10 @@ class LevelCharge(AttemptOwner):
         self.key_prefix = f"flow-level-{step}-"
 
     def claim(self, *, owner_id, now) -> Snapshot | None:
-        # Only a level whose runner committed this step as the next thing to do; a level
-        # held by another worker is skipped, not waited for.
-        level = (
-            ChargeFlowLevel.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("case__issue")
-            .filter(pk=owner_id, state=ChargeFlowLevel.State.PENDING, step=self.step)
-            .first()
-        )
+        # Only a level whose run saved this step as the next thing to do. The run claims it
+        # inside its own transaction, which holds these locks already (flow_level_run: claim
+        # and charge in one step); the order is chargeflows/locks.py's.
+        level = level_locked(owner_id, state=ChargeFlowLevel.State.PENDING, step=self.step)
         if level is None or level.case.state != level.case.State.RUNNING:
             return None
         if ChargeAttempt.objects.filter(idempotency_key=f"{self.key_prefix}{level.pk}").exists():
@@ -91,20 +88,22 @@ class PaymentLinkCharge(AttemptOwner):
     customer_present = True
 
     def claim(self, *, owner_id, now) -> Snapshot | None:
-        link = (
-            ChargeFlowLevelPaymentLink.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("level__case__issue")
-            .filter(
-                pk=owner_id,
-                used_at__isnull=True,
-                retired_at__isnull=True,
-                expires_at__gt=now,
-                level__state=ChargeFlowLevel.State.PENDING,
-            )
-            .exclude(provider_payment_method_id="")
-            .first()
+        # Locked in the collection's order and waited for: a staff action that cancels the
+        # case or ends the level is either before this claim (the link is retired, nothing is
+        # charged) or after it (it sees the attempt under way and refuses); a second tab waits
+        # for the first tab's claim and finds its attempt.
+        link = link_locked(
+            owner_id,
+            used_at__isnull=True,
+            retired_at__isnull=True,
+            expires_at__gt=now,
+            level__state=ChargeFlowLevel.State.PENDING,
         )
-        if link is None or link.level.case.state != link.level.case.State.RUNNING:
+        if (
+            link is None
+            or not link.provider_payment_method_id
+            or link.level.case.state != link.level.case.State.RUNNING
+        ):
             return None
         if ChargeAttempt.objects.filter(payment_link_id=link.pk).exists():
             return None

@@ -5,7 +5,11 @@ A case advances by its levels' own outcomes and clocks only. Due times live in t
 = now + LEASE) before dispatching, so a doubled beat never dispatches a level twice and a lost
 message comes back when its lease ends. The task carries the lease it was given and does
 nothing unless the row still holds that lease (a fencing token: a redelivered message finds
-the row moved on). Every charge goes through payments' one money path (chargeflows/charging.py).
+the row moved on). Every charge goes through payments' one money path (chargeflows/charging.py),
+claimed in the same transaction as the run that decides it.
+
+Every transaction here that locks more than one row of a collection (issue, case, level,
+link) takes them in the one order of chargeflows/locks.py, through its functions.
 """
 
 import logging
@@ -32,6 +36,7 @@ from spaces.selectors import user_may_act_in_space
 from . import defaults
 from .charging import CHARGES, PAYMENT_LINK_CHARGE
 from .exceptions import IllegalTransition, InvalidInput, NotAllowed, StaleEdit
+from .locks import case_locked, level_locked, link_locked
 from .models import (
     CASE_TRANSITIONS,
     FLOW_TRANSITIONS,
@@ -547,8 +552,8 @@ def _level_advance(level: ChargeFlowLevel, now) -> tuple[str | None, list]:
             )
             if wanted and level_payment_method(level=level, step=step, today=today) is not None:
                 level.step = step
-                # The charge runs right after commit; the lease brings the level back to the
-                # beat if this worker dies before the attempt begins.
+                # The run claims the charge in this same transaction (flow_level_run), which
+                # clears the lease; it stays only should that claim refuse the level.
                 _run_soon(level, now, dispatch=False)
                 level.save(update_fields=["step", "due_at", "claimed_until", "failures"])
                 return step, outbound_ids
@@ -623,16 +628,18 @@ def _link_payment_under_way(level: ChargeFlowLevel) -> bool:
 
 def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt | None:
     """Do what a level has due: its next step, or its time-out. With a lease (from a claim or
-    _run_soon) only while the row still holds that lease; without, only when due. A charge
-    runs after this transaction commits, through payments' money path."""
+    _run_soon) only while the row still holds that lease; without, only when due.
+
+    A charge is claimed in this same transaction: payments' begin moves the level to its
+    charging step and writes the attempt under the run's locks, and the provider is called
+    after commit. So of two copies of one message, the one holding the lock is the one that
+    charges, and the other then finds the lease spent. The run waits for the level's locks
+    rather than skipping them (chargeflows/locks.py): a copy that skipped a level held by a
+    duplicate, or by a staff action, would leave it to wait out its lease."""
     now = timezone.now()
+    attempt = None
     with transaction.atomic():
-        level = (
-            ChargeFlowLevel.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("case__issue__card", "case__space", "configuration")
-            .filter(pk=level_id, state=Level.State.PENDING, due_at__isnull=False)
-            .first()
-        )
+        level = level_locked(level_id, state=Level.State.PENDING, due_at__isnull=False)
         if level is None or level.case.state != Case.State.RUNNING:
             return None
         if lease is not None:
@@ -651,9 +658,12 @@ def flow_level_run(*, level_id: int, lease: str | None = None) -> ChargeAttempt 
             return None
         charge, outbound_ids = _level_advance(level, now)
         _dispatch_on_commit(outbound_ids)
-    if charge is None:
+        if charge is not None:
+            attempt = attempts.attempt_begin(owner=CHARGES[charge], owner_id=level_id)
+    if attempt is None:
         return None
-    return attempts.attempt_charge(owner=CHARGES[charge], owner_id=level_id)
+    # Committed: the attempt and its idempotency key exist before the provider is called.
+    return attempts.attempt_execute(attempt=attempt)
 
 
 # The UPDATE finds the locked rows again by their physical address (ctid), not by id: a lookup
@@ -782,11 +792,8 @@ def flow_level_run_taken(*, level_id: int, lease: str | None) -> None:
 def level_charge_settled(*, attempt: ChargeAttempt, outbound_id: uuid.UUID, now) -> list:
     """A level's charge has its final outcome (inside payments' record transaction): success
     completes the case and its issue; a failure moves on to the level's next step."""
-    level = (
-        ChargeFlowLevel.objects.select_for_update(of=("self",))
-        .select_related("case__issue", "case__space", "configuration")
-        .get(pk=attempt.flow_level_id)
-    )
+    # The attempt is locked by payments' record already; the collection's rows come after it.
+    level = level_locked(attempt.flow_level_id)
     succeeded = attempt.status == ChargeAttempt.Status.SUCCEEDED
     step = Step.TOKEN if level.step == Step.TOKEN_CHARGING else Step.METHOD
     detail = {"attempt": attempt.pk, "at": now.isoformat()}
@@ -824,11 +831,8 @@ def level_charge_settled(*, attempt: ChargeAttempt, outbound_id: uuid.UUID, now)
 
 
 def _case_locked(case: ChargeFlowCase) -> ChargeFlowCase:
-    return (
-        ChargeFlowCase.objects.select_for_update(of=("self",))
-        .select_related("issue", "space", "flow")
-        .get(pk=case.pk)
-    )
+    # Issue, then case (chargeflows/locks.py); the level and links are locked after it.
+    return case_locked(case.pk)
 
 
 def case_level_start_next_now(*, case: ChargeFlowCase, acting_user) -> ChargeFlowCase:
@@ -1118,11 +1122,8 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
     """The page's charge has its outcome (inside payments' record transaction). Paid: the
     link is used, its level and the case succeed, and the issue with them. Declined: the case
     goes on by its own levels and clocks (a page attempt never advances or exhausts it)."""
-    link = (
-        ChargeFlowLevelPaymentLink.objects.select_for_update(of=("self",))
-        .select_related("level__case__issue", "level__case__space")
-        .get(pk=attempt.payment_link_id)
-    )
+    # The attempt is locked by payments' record already; the collection's rows come after it.
+    link = link_locked(attempt.payment_link_id)
     link.provider_payment_intent_id = attempt.provider_payment_intent_id
     if attempt.status != ChargeAttempt.Status.SUCCEEDED:
         link.save(update_fields=["provider_payment_intent_id"])
@@ -1133,8 +1134,8 @@ def payment_link_settled(*, attempt: ChargeAttempt, now) -> list:
     if link.keep_method:
         link_id = link.pk
         transaction.on_commit(lambda: _method_keep_later(link_id))
-    level = ChargeFlowLevel.objects.select_for_update(of=("self",)).get(pk=link.level_id)
-    case = link.level.case
+    level = link.level
+    case = level.case
     if level.state != Level.State.PENDING or case.state != Case.State.RUNNING:
         logger.warning("payment link %s paid after its case ended", link.pk)
         return []

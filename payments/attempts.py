@@ -15,6 +15,11 @@ AttemptOwner registered at startup, and learns every final outcome through the o
 `attempt_settled`, sent on commit. A refund owner (operation "refund") goes through the same
 four steps; only the provider call and the lookup of an unknown outcome differ.
 
+Locks: a record locks the attempt first (its conditional UPDATE) and the owner's settled code
+locks the owner's rows after it; the reconciler holds the attempt across its provider lookup.
+So an owner must never wait for an existing attempt while it holds its own rows; it may only
+create one (begin). Each owner writes the order of its own rows beside its code.
+
 On PostgreSQL begin and record are each ONE statement (data-modifying CTEs that succeed or fail
 together), so a charge costs two round trips besides the provider call; elsewhere (SQLite in
 the local run) the ORM does the same steps. Tests run both paths.
@@ -166,7 +171,11 @@ FROM claimed JOIN attempt ON attempt.owner_id = claimed.owner_id
 
 def attempt_begin(*, owner: AttemptOwner, owner_id) -> ChargeAttempt | None:
     """Claim a due owner and commit its attempt; None if it is not due, not in the state that
-    may be charged, or held by another worker."""
+    may be charged, or held by another worker.
+
+    Inside a caller's transaction (an owner that claims and charges in one step, under locks
+    it holds already) the attempt commits with the caller's transaction, and the caller calls
+    attempt_execute only after that commit."""
     now = timezone.now()
     if owner.single_statement and connection.vendor in SINGLE_STATEMENT_VENDORS:
         with connection.cursor() as cursor:
