@@ -26,6 +26,7 @@ from .models import (
     ChargeFlowLevelConfiguration,
     ChargeFlowLevelPaymentLink,
 )
+from .tokens import link_token_read
 
 ORIGINS = {
     "api": ChargeFlowCondition.Origin.API,
@@ -144,6 +145,21 @@ def level_payment_method(
 def payment_link_attempt(*, link: ChargeFlowLevelPaymentLink) -> ChargeAttempt | None:
     """The one charge of a link's payment page, if the customer has paid (or tried)."""
     return ChargeAttempt.objects.filter(payment_link=link).select_related("payment_link").first()
+
+
+def payment_link_paid(*, token: str) -> ChargeFlowLevelPaymentLink | None:
+    """The paid link a genuinely signed token names (its state hash no longer matches once the
+    link is used, so only the signature is checked), for its receipt."""
+    read = link_token_read(token)
+    if read is None:
+        return None
+    return (
+        ChargeFlowLevelPaymentLink.objects.select_related(
+            "level__case__issue", "level__case__space"
+        )
+        .filter(pk=read[0], used_at__isnull=False)
+        .first()
+    )
 
 
 # How many issues one word of a collection search may name before it is asked as a subquery.

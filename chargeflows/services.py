@@ -1012,10 +1012,11 @@ def _link_usable(link, state_hash: str) -> None:
         )
     if not link_token_matches(link, state_hash):
         raise LinkRefused(_("This payment link is not valid."), code="link_invalid")
-    # A debit the bank is still processing keeps its link readable past the expiry (the level
-    # waits for it too): the customer sees "being processed", not "expired, pay another way".
-    expired = link.expires_at <= timezone.now() and not payment_link_debit_processing(
-        attempt=payment_link_attempt(link=link)
+    # A payment under way (a debit the bank is processing, a charge whose outcome is not in
+    # yet) keeps its link readable past the expiry (the level waits for it too): the customer
+    # sees "being processed", then the receipt, not "expired, pay another way".
+    expired = link.expires_at <= timezone.now() and not payment_link_waiting(
+        link=link, attempt=payment_link_attempt(link=link)
     )
     if expired or link.level.case.state != Case.State.RUNNING:
         raise LinkRefused(
@@ -1055,12 +1056,18 @@ def payment_link_setup_intent(
 
 def payment_link_pay(
     *, link: ChargeFlowLevelPaymentLink, setup_intent_id: str, keep_method: bool = False
-) -> ChargeAttempt:
+) -> ChargeAttempt | None:
     """Charge the approved amount to the card or SEPA Direct Debit account the customer
     confirmed on the page, once per link: a reload, a second tab or a double click finds the
     link's one attempt. A debit may end `processing`: the link then waits for the provider's
     webhook or the reconciler (payment_link_settled). With keep_method the method is kept for
-    future charges once the payment succeeds."""
+    future charges once the payment succeeds.
+
+    Two tabs (or windows) paying one link with two methods: the first method confirmed becomes
+    the link's, and only it is attached to the customer and charged. A later submission joins
+    that payment (payment_link_waiting tells its page to wait for it); its own method is never
+    attached, or, when it lost the race after attaching, is detached again. None: another
+    submission holds the link while it begins the charge."""
     from payments import gateway
 
     from .exceptions import LinkRefused
@@ -1088,13 +1095,23 @@ def payment_link_pay(
         or not intent.payment_method_id
     ):
         raise InvalidInput(gettext("Your card could not be confirmed. Please try again."))
+    method_id = intent.payment_method_id
+    link.refresh_from_db(fields=["provider_payment_method_id"])
+    if link.provider_payment_method_id and link.provider_payment_method_id != method_id:
+        # Another tab's method is the link's already (attached before it was chosen): join
+        # its payment. Charging here too is harmless: the link's one attempt is begun once,
+        # by whichever request gets there first (a request that died after choosing its
+        # method would otherwise leave the link stuck).
+        return _payment_link_charge(link)
     issue = link.level.case.issue
     try:
         # The method's kind from the provider (a SetupIntent's declared types do not bind
         # what the browser confirmed it with); None: not a SEPA account, so a card.
-        sepa = gateway.sepa_debit_retrieve(intent.payment_method_id)
+        sepa = gateway.sepa_debit_retrieve(method_id)
+        # Attached before it is chosen (below), so the method a link names is always one
+        # the customer holds at the provider, whichever request then begins its charge.
         gateway.payment_method_attach(
-            payment_method_id=intent.payment_method_id, customer_id=issue.provider_customer_id
+            payment_method_id=method_id, customer_id=issue.provider_customer_id
         )
     except gateway.ProviderError as exc:
         raise LinkRefused(gettext("Your card could not be saved. Please try again.")) from exc
@@ -1102,7 +1119,7 @@ def payment_link_pay(
         locked = ChargeFlowLevelPaymentLink.objects.select_for_update().get(pk=link.pk)
         # The first confirmed method is the link's (a second tab's is not charged).
         if not locked.provider_payment_method_id:
-            locked.provider_payment_method_id = intent.payment_method_id
+            locked.provider_payment_method_id = method_id
             locked.payment_method_type = "card" if sepa is None else "sepa_debit"
             locked.provider_setup_intent_id = intent.id
             locked.keep_method = keep_method
@@ -1114,6 +1131,22 @@ def payment_link_pay(
                     "keep_method",
                 ]
             )
+        chosen = locked.provider_payment_method_id
+    if chosen != method_id:
+        # Another tab chose its method between our check above and our lock: ours is not
+        # used, so it does not stay on the customer. Best effort: the payment goes on anyway.
+        try:
+            gateway.payment_method_detach(method_id)
+        except gateway.ProviderError as exc:
+            logger.warning(
+                "payment link %s: unused method not detached (%s)",
+                link.pk,
+                exc.__class__.__name__,
+            )
+    return _payment_link_charge(link)
+
+
+def _payment_link_charge(link: ChargeFlowLevelPaymentLink) -> ChargeAttempt | None:
     attempt = attempts.attempt_charge(owner=PAYMENT_LINK_CHARGE, owner_id=link.pk)
     return attempt or ChargeAttempt.objects.filter(payment_link=link).first()
 
@@ -1165,6 +1198,27 @@ def payment_link_authentication_secret(*, attempt: ChargeAttempt) -> str | None:
     if payment_link_debit_processing(attempt=attempt):
         return None
     return gateway.payment_intent_client_secret(attempt.provider_payment_intent_id) or None
+
+
+def payment_link_waiting(
+    *, link: ChargeFlowLevelPaymentLink, attempt: ChargeAttempt | None, submitted: bool = False
+) -> str | None:
+    """What the customer on the link's page waits for while its payment has no outcome and
+    there is nothing for them to do: "debit", a SEPA debit the bank is processing (days; the
+    webhook or the reconciler settles it); "payment", a charge begun by this or another tab
+    whose provider call is in flight or whose outcome the reconciler is finding out (seconds,
+    at most minutes); None otherwise (paid, declined, 3-D Secure to complete, nothing begun).
+    `submitted`: the page was just submitted and found no attempt while the link has a method,
+    so another submission holds the link while it begins the charge."""
+    if link.used_at is not None:
+        return None
+    if attempt is None:
+        return "payment" if submitted and link.provider_payment_method_id else None
+    if payment_link_debit_processing(attempt=attempt):
+        return "debit"
+    if attempt.status in (ChargeAttempt.Status.PENDING, ChargeAttempt.Status.UNKNOWN):
+        return "payment"
+    return None
 
 
 def payment_link_debit_processing(*, attempt: ChargeAttempt | None) -> bool:

@@ -31,6 +31,27 @@ def _refused(request, error: LinkRefused):
         )
 
 
+# The links this browser was told to wait for ("being processed": a charge under way, maybe
+# another tab's). A paid link shows its receipt, rather than "already paid", only to such a
+# browser, so the waiting tab reloads into the receipt. The URL alone is not enough (it is
+# emailed, forwarded, logged).
+SESSION_LINKS = "chargeflows_waiting_links"
+SESSION_LINKS_KEPT = 5
+
+
+def _remember_link(request, link) -> None:
+    kept = [pk for pk in request.session.get(SESSION_LINKS, []) if pk != link.pk]
+    request.session[SESSION_LINKS] = [*kept, link.pk][-SESSION_LINKS_KEPT:]
+
+
+def _paid_here(request, token):
+    """The paid link a token names, if this browser was told to wait for its payment."""
+    link = selectors.payment_link_paid(token=token)
+    if link is None or link.pk not in request.session.get(SESSION_LINKS, []):
+        return None
+    return link
+
+
 def in_customer_language(view):
     """Pages in the language of the customer the link is for (the request's otherwise)."""
 
@@ -39,6 +60,12 @@ def in_customer_language(view):
         try:
             link = services.payment_link_check(token=token)
         except LinkRefused as error:
+            paid = (
+                request.method == "GET" and error.code == "link_used" and _paid_here(request, token)
+            )
+            if paid:
+                with translation.override(error.language or None):
+                    return _receipt(request, paid)
             return _refused(request, error)
         with translation.override(link.level.case.issue.customer.preferred_language or "en"):
             return view(request, token, link, *args, **kwargs)
@@ -73,8 +100,9 @@ def _page(request, link, token, *, error=None, status=200, client_secret="", kee
 def pay(request, token: str, link):
     if request.method == "GET":
         attempt = selectors.payment_link_attempt(link=link)
-        if services.payment_link_debit_processing(attempt=attempt):
-            return _processing(request, link)
+        waiting = services.payment_link_waiting(link=link, attempt=attempt)
+        if waiting:
+            return _processing(request, link, token, waiting)
         return _page(request, link, token)
     setup_intent_id = request.POST.get("setup_intent", "")
     authenticated = request.POST.get("authenticated") == "1"
@@ -92,8 +120,11 @@ def pay(request, token: str, link):
     link = ChargeFlowLevelPaymentLink.objects.select_related(
         "level__case__issue", "level__case__space"
     ).get(pk=link.pk)
-    if link.used_at is None and services.payment_link_debit_processing(attempt=attempt):
-        return _processing(request, link)
+    # Another tab's payment (or this one's, whose outcome is not in yet) is under way: wait
+    # for it, never "did not go through" while it may still go through.
+    waiting = services.payment_link_waiting(link=link, attempt=attempt, submitted=True)
+    if waiting:
+        return _processing(request, link, token, waiting)
     secret = attempt and services.payment_link_authentication_secret(attempt=attempt)
     if link.used_at is None and secret:
         # The card asks for 3-D Secure: the page completes it, then posts back.
@@ -105,6 +136,10 @@ def pay(request, token: str, link):
             else _("Your payment did not go through. Please try another card.")
         )
         return _page(request, link, token, error=message, status=402)
+    return _receipt(request, link)
+
+
+def _receipt(request, link):
     case = link.level.case
     return render(
         request,
@@ -113,14 +148,29 @@ def pay(request, token: str, link):
     )
 
 
-def _processing(request, link):
-    """A SEPA debit the bank is processing: nothing to do but wait (the level and the link
-    wait too, until the provider's webhook or the reconciler settles it)."""
+# A charge under way settles within seconds (or the reconciler's few minutes): the page reloads
+# itself into the receipt. A SEPA debit takes days: that page does not reload.
+PROCESSING_RELOAD_SECONDS = 3
+
+
+def _processing(request, link, token, waiting: str):
+    """Nothing to do but wait (services.payment_link_waiting): a SEPA debit the bank is
+    processing (the level and the link wait too, until the provider's webhook or the
+    reconciler settles it), or a charge under way, begun by this tab or another."""
+    if waiting == "payment":
+        _remember_link(request, link)
     case = link.level.case
     return render(
         request,
         "chargeflows/processing.html",
-        {"space": case.space, "issue": case.issue, "link": link},
+        {
+            "space": case.space,
+            "issue": case.issue,
+            "link": link,
+            "waiting": waiting,
+            "reload_seconds": PROCESSING_RELOAD_SECONDS,
+            "pay_url": reverse("chargeflows:pay", kwargs={"token": token}),
+        },
         status=202,
     )
 

@@ -32,6 +32,12 @@ keepalive = 5
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "2000"))
 max_requests_jitter = max_requests // 10
 
+# Recent gunicorn opens a control socket (for `gunicornc`) at $XDG_RUNTIME_DIR/gunicorn.ctl or
+# ~/.gunicorn/gunicorn.ctl: one path for every gunicorn of that user on the host, so a second
+# instance (another app, a deploy overlapping the old one) takes the socket over and commands
+# meant for one reach the other. Nothing here uses it; signals (HUP, TERM, TTIN) do the job.
+control_socket_disable = True
+
 # Access and error log to stdout/stderr, through the same card-number mask (and, in
 # production, the same JSON lines) as the application's logs: a request line holds the path and
 # query string, where a card number typed by mistake would otherwise be written.

@@ -4,7 +4,7 @@ from django.urls import include, path
 from spaces.forms import StaffLoginForm
 
 from .api import API_V1_INCLUDES
-from .views import HostedJavaScriptCatalog, healthz_live, healthz_ready
+from .views import HostedJavaScriptCatalog, healthz_live, healthz_provider, healthz_ready
 
 admin.site.site_header = "Charging back office"
 admin.site.site_title = "Charging back office"
@@ -18,11 +18,13 @@ handler404 = "config.views.page_not_found"
 handler500 = "config.views.server_error"
 
 urlpatterns = [
-    # Load balancers: /healthz/live (the process answers), /healthz/ready (and its
-    # dependencies do); /healthz is readiness, as it was before the split.
+    # Load balancers: /healthz/live (the process answers), /healthz/ready (the database and the
+    # broker do); /healthz is readiness, as it was before the split. Monitoring:
+    # /healthz/provider (the payment provider does; cached for a few seconds).
     path("healthz", healthz_ready, name="healthz"),
     path("healthz/live", healthz_live, name="healthz-live"),
     path("healthz/ready", healthz_ready, name="healthz-ready"),
+    path("healthz/provider", healthz_provider, name="healthz-provider"),
     # Before the admin site, whose catch-all would otherwise answer these paths.
     path("admin/two-factor/", include("spaces.otp_urls")),
     path("admin/", admin.site.urls),

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.cache import patch_cache_control
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.log import log_response
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import requires_csrf_token
 from django.views.decorators.http import require_GET
@@ -25,7 +26,8 @@ from django.views.i18n import JavaScriptCatalog
 from core.errors import error_json
 from core.hosted import apply_hosted_headers
 
-from .health import run_checks
+from .health import logger as health_logger
+from .health import provider_check, readiness_checks
 
 API_PREFIX = "/api/"
 ADMIN_PREFIX = "/admin/"
@@ -42,17 +44,44 @@ def healthz_live(request):
     return JsonResponse({"status": "ok"})
 
 
+def _health_response(request, checks: dict[str, dict]) -> JsonResponse:
+    """200 when every check passed, else 503 naming what is down. A failing probe is logged
+    once, as a WARNING from config.health: probes repeat every few seconds from every load
+    balancer, and an outage is reported by monitoring, not by a stream of ERROR lines (Django
+    would log any 503 at ERROR; log_response marks this one as logged)."""
+    down = [f"{name} ({result['error']})" for name, result in checks.items() if not result["ok"]]
+    response = JsonResponse(
+        {"status": "unavailable" if down else "ok", "checks": checks},
+        status=503 if down else 200,
+    )
+    if down:
+        log_response(
+            "Health probe %s: down: %s",
+            request.path,
+            ", ".join(down),
+            response=response,
+            request=request,
+            logger=health_logger,
+            level="warning",
+        )
+    return response
+
+
 @never_cache
 @require_GET
 def healthz_ready(request):
-    """Readiness: the database, the broker and the provider answer; 503 naming what is down.
-    Also served at /healthz, as before liveness and readiness were told apart."""
-    checks = run_checks()
-    healthy = all(result["ok"] for result in checks.values())
-    return JsonResponse(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
-        status=200 if healthy else 503,
-    )
+    """Readiness: the database and the broker answer; 503 naming what is down. The provider is
+    not asked (see config/health.py): its outage must not take every web process out of the
+    load balancer. Also served at /healthz, as before liveness and readiness were told apart."""
+    return _health_response(request, readiness_checks())
+
+
+@never_cache
+@require_GET
+def healthz_provider(request):
+    """For monitoring, not load balancers: the payment provider answers (our key accepted),
+    from a result shared by all processes for a few seconds; 503 when it does not."""
+    return _health_response(request, provider_check())
 
 
 # --- Error pages ------------------------------------------------------------------------------

@@ -201,6 +201,10 @@ def payment_method_attach(*, payment_method_id: str, customer_id: str) -> None:
     )
 
 
+def payment_method_detach(payment_method_id: str) -> None:
+    client().v1.payment_methods.detach(payment_method_id)
+
+
 def customer_set_default_payment_method(*, customer_id: str, payment_method_id: str) -> None:
     client().v1.customers.update(
         customer_id, params={"invoice_settings": {"default_payment_method": payment_method_id}}

@@ -110,9 +110,10 @@ class Processes:
         )
         wait_for_port(port, proc, "localstripe")
 
-    def start_celery(self, schedule: Path) -> None:
-        """One worker and the one beat."""
-        celery = [PY, "-m", "celery", "-A", "config"]
+    def start_celery(self, schedule: Path, *, quiet: bool = False) -> None:
+        """One worker and the one beat. `quiet`: without Celery's start-up banner, as the
+        Procfile starts them in production (JSON log lines only)."""
+        celery = [PY, "-m", "celery", "-A", "config", *(["--quiet"] if quiet else [])]
         self.start("worker", [*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"])
         self.start("beat", [*celery, "beat", "--loglevel", "INFO", "--schedule", str(schedule)])
 

@@ -82,7 +82,7 @@ def main() -> None:
     try:
         processes.start_localstripe(LOCALSTRIPE_PORT, VAR / "localstripe-prod-like.pickle")
         processes.seed_demo(WEB_PORT)
-        processes.start_celery(VAR / "celerybeat-schedule-prod-like")
+        processes.start_celery(VAR / "celerybeat-schedule-prod-like", quiet=True)
         web = processes.start(
             "web",
             [PY, "-m", "gunicorn", "--config", str(ROOT / "config" / "gunicorn.conf.py")]
@@ -101,7 +101,7 @@ def main() -> None:
         f"  Back office:  http://127.0.0.1:{WEB_PORT}/admin/\n"
         f"  Card page:    http://127.0.0.1:{WEB_PORT}/register/demo/\n"
         f"  Health:       http://127.0.0.1:{WEB_PORT}/healthz/ready "
-        f"(liveness: /healthz/live)\n"
+        f"(liveness: /healthz/live, provider: /healthz/provider)\n"
         f"  localstripe:  http://127.0.0.1:{LOCALSTRIPE_PORT}\n"
         f"  Demo logins are listed above (also in {VAR / 'demo-credentials.json'}).\n"
         "  Ctrl-C stops everything.\n",

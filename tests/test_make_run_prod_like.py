@@ -140,6 +140,8 @@ def test_make_run_prod_like_serves_with_gunicorn_and_stops_cleanly(
         assert all(check["ok"] for check in ready.json()["checks"].values())
         assert requests.get(f"{base}/healthz/live", timeout=15).json() == {"status": "ok"}
         assert requests.get(f"{base}/healthz", timeout=15).status_code == 200
+        provider = requests.get(f"{base}/healthz/provider", timeout=15)
+        assert provider.json()["checks"] == {"payment_provider": {"ok": True}}
 
         # Production settings: DEBUG off (a 404 page without Django's debug listing), static
         # files hashed and compressed by WhiteNoise.

@@ -183,3 +183,63 @@ def test_a_processing_debit_shows_so_until_the_providers_webhook_settles_it(
     assert len(paid) == 1
     page.goto(url)
     expect(page.locator("h1")).to_contain_text("Your payment")
+
+
+def test_two_tabs_pay_once_and_the_second_waits_into_the_receipt(
+    page, localstripe, emailed_link, monkeypatch
+):
+    """The customer opens the link in two tabs and pays in both, the second while the first
+    tab's charge is at the provider: one payment; the second tab says "being processed", never
+    "did not go through", and turns into the receipt by itself; its card is not attached."""
+    import threading
+
+    from payments import attempts, gateway
+
+    issue, url = emailed_link
+    cards_before = {
+        pm["id"]
+        for pm in localstripe.list(
+            "payment_methods", customer=issue.provider_customer_id, type="card"
+        )
+    }
+    # Payments' test hook, in the live server's thread: the first tab's charge has been made
+    # at the provider and nothing is recorded yet (its attempt is pending) until released.
+    charged, release = threading.Event(), threading.Event()
+
+    def hold_the_first_charge():
+        charged.set()
+        release.wait(timeout=60)
+
+    monkeypatch.setattr(attempts, "_test_pause_after_provider_call", hold_the_first_charge)
+    first, second = page, page.context.new_page()
+    for tab, number in ((first, "4242424242424242"), (second, "5555555555554444")):
+        tab.goto(url)
+        _fill_card(tab, number)
+    try:
+        first.click("#pay")
+        assert charged.wait(timeout=30), "the first tab's charge never reached the provider"
+        second.click("#pay")
+        expect(second.locator("h1")).to_contain_text("being processed")
+        expect(second.locator("#processing")).to_contain_text("do not pay again")
+    finally:
+        release.set()
+
+    expect(first.locator("h1")).to_contain_text("your payment is complete")
+    # The waiting tab reloads itself into the receipt.
+    expect(second.locator("h1")).to_contain_text("your payment is complete", timeout=15_000)
+    expect(second.locator("#paid-amount")).to_have_text("€12.34")
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    (attempt,) = ChargeAttempt.objects.filter(payment_link=link)
+    assert attempt.status == "succeeded"
+    (paid,) = [pi for pi in intents_for_issue(localstripe, issue) if pi["status"] == "succeeded"]
+    assert paid["metadata"]["charge_flow_payment_link"] == str(link.pk)
+    # Only the first tab's card joined the customer's cards at the provider.
+    cards_after = {
+        pm["id"]
+        for pm in localstripe.list(
+            "payment_methods", customer=issue.provider_customer_id, type="card"
+        )
+    }
+    assert cards_after == cards_before | {paid["payment_method"]}
+    assert gateway.payment_method_retrieve(paid["payment_method"]).last4 == "4242"

@@ -389,3 +389,163 @@ def test_a_processing_debit_shows_so_the_level_waits_and_the_reconciler_settles_
     assert len(_link_intents(localstripe, link)) == 1
     with time_machine.travel(link.expires_at + timedelta(seconds=5)):
         assert client.get(link_path).status_code == 410  # settled: expired as any link
+
+
+# --- Two tabs paying one link -------------------------------------------------------------------
+
+SECOND_CARD = "5555555555554444"
+
+
+def _customer_cards(localstripe, link) -> set[str]:
+    """The cards attached to the link's customer at the provider."""
+    customer = link.level.case.issue.provider_customer_id
+    return {pm["id"] for pm in localstripe.list("payment_methods", customer=customer, type="card")}
+
+
+def _method_of(setup_intent_id: str) -> str:
+    from payments import gateway
+
+    return gateway.setup_intent_retrieve(setup_intent_id).payment_method_id
+
+
+def test_a_second_tab_waits_for_the_first_tabs_payment_then_shows_the_receipt(
+    client, link_path, localstripe, monkeypatch, django_capture_on_commit_callbacks
+):
+    from django.test import Client
+
+    from cards.models import PaymentCard
+    from payments import attempts
+    from payments.models import ChargeAttempt
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    cards_before = _customer_cards(localstripe, link)
+    first = _confirmed_setup_intent(client, link_path, localstripe, "4242424242424242")
+    second = _confirmed_setup_intent(client, link_path, localstripe, SECOND_CARD)
+    second_tab = {}
+
+    def second_tab_submits():
+        # Payments' test hook: the first tab's charge is at the provider, nothing is recorded
+        # yet (its attempt is pending). The second tab submits its own card now, then reloads.
+        assert ChargeAttempt.objects.get(payment_link=link).status == "pending"
+        second_tab["submitted"] = client.post(
+            link_path, {"setup_intent": second, "keep_card": "on"}
+        )
+        second_tab["reloaded"] = client.get(link_path)
+        # Past the link's expiry a payment under way still shows as such (the level waits).
+        with time_machine.travel(link.expires_at + timedelta(seconds=5)):
+            second_tab["after_expiry"] = client.get(link_path)
+
+    monkeypatch.setattr(attempts, "_test_pause_after_provider_call", second_tab_submits)
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": first})
+    after = client.get(link_path)  # the second tab's page reloads itself
+
+    for waiting in second_tab.values():
+        html = waiting.content.decode()
+        assert waiting.status_code == 202 and "being processed" in html
+        assert "did not go through" not in html and "payment-error" not in html
+        assert f'http-equiv="refresh" content="3; url={link_path}"' in html
+    assert paid.status_code == 200 and "payment is complete" in paid.content.decode()
+    assert after.status_code == 200 and "payment is complete" in after.content.decode()
+    # The receipt is for the browser that paid; the link's URL alone still says "already paid".
+    elsewhere = Client().get(link_path)
+    assert elsewhere.status_code == 410 and "already been made" in elsewhere.content.decode()
+
+    (intent,) = _link_intents(localstripe, link)
+    assert (intent["status"], intent["amount"]) == ("succeeded", 1234)
+    assert intent["payment_method"] == _method_of(first)
+    # The second tab's card was not used: not attached to the customer, not kept.
+    assert _customer_cards(localstripe, link) == cards_before | {_method_of(first)}
+    assert PaymentCard.objects.filter(customer=link.level.case.issue.customer).count() == 1
+
+
+def test_a_second_tab_after_the_first_chose_its_card_joins_that_payment_without_attaching(
+    client, link_path, localstripe, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The first tab has attached and chosen its card and is about to begin the charge when the
+    second tab's card arrives: the second tab's card is never attached, one payment is made."""
+    from cards.models import PaymentCard
+    from payments import attempts
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    cards_before = _customer_cards(localstripe, link)
+    first = _confirmed_setup_intent(client, link_path, localstripe, "4242424242424242")
+    second = _confirmed_setup_intent(client, link_path, localstripe, SECOND_CARD)
+    charge = attempts.attempt_charge
+    second_tab = {}
+
+    def first_tab_charges(**kwargs):
+        # The first tab's request, its card attached and chosen, about to begin the charge:
+        # the second tab submits now (its own request charges without stopping here).
+        if "page" not in second_tab:
+            second_tab["page"] = None
+            second_tab["page"] = client.post(link_path, {"setup_intent": second, "keep_card": "on"})
+        return charge(**kwargs)
+
+    monkeypatch.setattr(attempts, "attempt_charge", first_tab_charges)
+    with django_capture_on_commit_callbacks(execute=True):
+        paid = client.post(link_path, {"setup_intent": first})
+
+    assert paid.status_code == 200 and "payment is complete" in paid.content.decode()
+    page = second_tab["page"]
+    assert page.status_code == 200 and "payment is complete" in page.content.decode()
+    (intent,) = _link_intents(localstripe, link)
+    assert intent["status"] == "succeeded" and intent["payment_method"] == _method_of(first)
+    assert _customer_cards(localstripe, link) == cards_before | {_method_of(first)}
+    assert PaymentCard.objects.filter(customer=link.level.case.issue.customer).count() == 1
+
+
+def test_a_second_tab_that_lost_the_race_after_attaching_its_card_detaches_it(
+    client, link_path, localstripe, monkeypatch, django_capture_on_commit_callbacks
+):
+    """Both tabs found the link without a card; the second attached its card, and the first
+    chose its own in that instant: the second tab's card comes off the customer again."""
+    from payments import gateway
+
+    link = ChargeFlowLevelPaymentLink.objects.get()
+    cards_before = _customer_cards(localstripe, link)
+    first = _method_of(_confirmed_setup_intent(client, link_path, localstripe, "4242424242424242"))
+    second = _confirmed_setup_intent(client, link_path, localstripe, SECOND_CARD)
+    attach = gateway.payment_method_attach
+
+    def first_tab_chooses_meanwhile(*, payment_method_id, customer_id):
+        attach(payment_method_id=payment_method_id, customer_id=customer_id)
+        if payment_method_id != first:
+            # The first tab's request: its card attached and chosen as the link's.
+            attach(payment_method_id=first, customer_id=customer_id)
+            ChargeFlowLevelPaymentLink.objects.filter(pk=link.pk).update(
+                provider_payment_method_id=first, payment_method_type="card"
+            )
+
+    monkeypatch.setattr(gateway, "payment_method_attach", first_tab_chooses_meanwhile)
+    with django_capture_on_commit_callbacks(execute=True):
+        page = client.post(link_path, {"setup_intent": second, "keep_card": "on"})
+
+    assert page.status_code == 200 and "payment is complete" in page.content.decode()
+    (intent,) = _link_intents(localstripe, link)
+    assert intent["status"] == "succeeded" and intent["payment_method"] == first
+    assert _customer_cards(localstripe, link) == cards_before | {first}
+    assert gateway.client().v1.payment_methods.retrieve(_method_of(second)).customer is None
+
+
+def test_a_charge_whose_outcome_is_unknown_shows_being_processed_not_a_decline(
+    client, link_path, localstripe, monkeypatch, settings
+):
+    """The provider did not answer the page's charge: it may yet have gone through (the
+    reconciler finds out), so the customer is not told to try another card."""
+    from payments import attempts
+    from payments.models import ChargeAttempt
+
+    setup_intent = _confirmed_setup_intent(client, link_path, localstripe, "4242424242424242")
+    execute = attempts.attempt_execute
+
+    def provider_unreachable_for_the_charge(**kwargs):
+        settings.STRIPE_API_BASE = "http://127.0.0.1:9"  # discard port: nothing listens
+        return execute(**kwargs)
+
+    monkeypatch.setattr(attempts, "attempt_execute", provider_unreachable_for_the_charge)
+    page = client.post(link_path, {"setup_intent": setup_intent})
+
+    assert ChargeAttempt.objects.get().status == "unknown"
+    assert page.status_code == 202 and "being processed" in page.content.decode()
+    assert "did not go through" not in page.content.decode()
