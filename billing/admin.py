@@ -400,28 +400,24 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
         ]
 
     def _step_issue(self, request, object_id: int, step: Step) -> ChargeIssue:
-        # Another space's issue is a 404 whatever the user's role, so its existence stays hidden.
+        # Another space's issue is a 404 whatever the user's role, so its existence stays
+        # hidden; and nothing is written into its history (a refusal is audited only in the
+        # user's own spaces).
         issue = (
             selectors.charge_issue_list(queryset=self.get_queryset(request))
             .filter(pk=object_id)
             .first()
         )
         if issue is None:
-            self._audit_refused_approval(request, object_id, step, "other_space")
             raise Http404
         if not step.allowed(request.user):
-            self._audit_refused_approval(request, object_id, step, "wrong_role")
+            if step is APPROVAL and request.method == "POST":
+                services.charge_issue_approval_refusal_record(
+                    issue_id=issue.pk, acting_user=request.user, code="wrong_role"
+                )
             # The project's 403 page: an admin page that says so and leads back.
             raise PermissionDenied
         return issue
-
-    def _audit_refused_approval(self, request, object_id: int, step: Step, reason: str) -> None:
-        # A refused approval is audited on the issue even though the user never sees it.
-        if step is APPROVAL and request.method == "POST":
-            if ChargeIssue.objects.filter(pk=object_id).exists():
-                services.charge_issue_approval_refusal_record(
-                    issue_id=object_id, acting_user=request.user, code=reason
-                )
 
     def _change_url(self, issue: ChargeIssue) -> str:
         return reverse("admin:billing_chargeissue_change", args=[issue.pk])
@@ -670,12 +666,16 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             .filter(pk=object_id)
             .first()
         )
-        refund = Refund.objects.filter(pk=refund_id, issue_id=object_id).first()
-        if issue is None or refund is None:
-            self._audit_refused_refund_approval(request, refund_id, "other_space")
+        # The refund of an issue found among the user's spaces (the database keeps a refund
+        # in its issue's space): another space's is a 404, and nothing is written into it.
+        refund = None if issue is None else issue.refunds.filter(pk=refund_id).first()
+        if refund is None:
             raise Http404
         if not REFUND_APPROVAL.allowed(request.user):
-            self._audit_refused_refund_approval(request, refund_id, "wrong_role")
+            if request.method == "POST":
+                refunds.refund_approval_refusal_record(
+                    refund_id=refund.pk, acting_user=request.user, code="wrong_role"
+                )
             raise PermissionDenied
         if refund.state not in REFUND_APPROVAL.states:
             messages.error(
@@ -714,13 +714,6 @@ class ChargeIssueAdmin(ReadOnlyScopedAdmin):
             refund=refund,
             refund_events=selectors.refund_event_list(refund_id=refund.pk),
         )
-
-    def _audit_refused_refund_approval(self, request, refund_id: int, reason: str) -> None:
-        # Like a refused charge approval: audited on the refund though the user never sees it.
-        if request.method == "POST" and Refund.objects.filter(pk=refund_id).exists():
-            refunds.refund_approval_refusal_record(
-                refund_id=refund_id, acting_user=request.user, code=reason
-            )
 
 
 class RefundEventInline(admin.TabularInline):

@@ -17,6 +17,14 @@ class NotAllowed(BillingError):
     message = "You are not allowed to do this."
 
 
+class NotFound(NotAllowed):
+    """The object is outside the user's spaces: for them it does not exist (a 404 in the
+    admin and the API). Nothing about the attempt is written into that space's history."""
+
+    code = "not_found"
+    message = "There is no such charge in your spaces."
+
+
 class SelfApprovalRefused(NotAllowed):
     code = "self_approval"
     message = "You entered this amount, so someone else must approve it (four-eyes rule)."

@@ -30,13 +30,14 @@ from core.tasks import dispatch, dispatch_due
 from payments import attempts, outbox
 from payments.attempts import AttemptOwner, Snapshot
 from payments.models import ChargeAttempt
-from spaces.selectors import user_may_act_in_space
+from spaces.selectors import user_may_act_in_space, user_works_in_space
 
 from .exceptions import (
     IllegalTransition,
     InvalidAmount,
     InvalidInput,
     NotAllowed,
+    NotFound,
     RefundAboveLeft,
     RefundSelfApprovalRefused,
 )
@@ -188,11 +189,11 @@ def refund_request(*, issue: ChargeIssue, acting_user, amount, reason: str) -> R
 
 
 def refund_approval_refusal_record(*, refund_id: int, acting_user, code: str) -> None:
-    """Audit a refused approval (wrong role, another space, self-approval) on the refund, in
-    its own transaction (a savepoint inside a caller's), so it survives the error that follows."""
+    """Audit a refused approval (wrong role, self-approval) on the refund, by a user of its
+    space (see _check_approver), in its own transaction (a savepoint inside a caller's), so it
+    survives the error that follows."""
     comments = {
         "wrong_role": "Approval refused: the user's role may not approve refunds.",
-        "other_space": "Approval refused: the user does not work in this refund's space.",
         RefundSelfApprovalRefused.code: "The user who requested the refund tried to approve it.",
     }
     with transaction.atomic():
@@ -214,11 +215,19 @@ def refund_approval_refusal_record(*, refund_id: int, acting_user, code: str) ->
 
 
 def _check_approver(refund: Refund, acting_user) -> None:
-    if not user_may_act_in_space(
-        user=acting_user, permission=APPROVE_PERMISSION, space_id=refund.space_id
-    ):
-        reason = "other_space" if acting_user.has_perm(APPROVE_PERMISSION) else "wrong_role"
-        refund_approval_refusal_record(refund_id=refund.pk, acting_user=acting_user, code=reason)
+    # Outside the user's spaces the refund is not found and nothing is written: a refusal is
+    # audited only where the user works.
+    if not user_works_in_space(user=acting_user, space_id=refund.space_id):
+        logger.info(
+            "approval of refund %s refused for user %s: not in their spaces",
+            refund.pk,
+            getattr(acting_user, "pk", None),
+        )
+        raise NotFound("There is no such refund in your spaces.")
+    if not acting_user.has_perm(APPROVE_PERMISSION):
+        refund_approval_refusal_record(
+            refund_id=refund.pk, acting_user=acting_user, code="wrong_role"
+        )
         raise NotAllowed()
     if refund.requested_by_id is not None and refund.requested_by_id == acting_user.pk:
         refund_approval_refusal_record(

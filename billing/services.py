@@ -13,7 +13,7 @@ from core.logging import log_context_bind
 from core.tasks import dispatch, dispatch_due
 from payments import attempts, outbox
 from payments.models import ChargeAttempt
-from spaces.selectors import user_may_act_in_space
+from spaces.selectors import user_may_act_in_space, user_works_in_space
 
 from . import charging
 from .charging import ISSUE_CHARGE
@@ -23,6 +23,7 @@ from .exceptions import (
     InvalidInput,
     NoChargeableCard,
     NotAllowed,
+    NotFound,
     ReferenceInUse,
     SelfApprovalRefused,
     SpaceMismatch,
@@ -364,13 +365,14 @@ def charge_amount_enter(
 
 
 def charge_issue_approval_refusal_record(*, issue_id: int, acting_user, code: str) -> None:
-    """Audit a refused approval (wrong role, another space, self-approval) on the issue.
+    """Audit a refused approval (wrong role, self-approval) on the issue. Only for a user of
+    the issue's space: staff of another space never find it, and their tries are no part of
+    its history.
 
     Written in its own transaction (a savepoint inside a caller's), so the row survives the
     error the caller raises next, as long as the caller does not roll its own back."""
     comments = {
         "wrong_role": "Approval refused: the user's role may not approve charges.",
-        "other_space": "Approval refused: the user does not work in this charge's space.",
         "self_approval": "The user who entered the amount tried to approve it.",
     }
     with transaction.atomic():
@@ -394,12 +396,19 @@ def charge_issue_approve(*, issue: ChargeIssue, acting_user, comment: str = "") 
     """The four-eyes check: someone other than the person who entered the amount approves.
     A comment the approver types is kept on the approval's audit event.
 
-    Every refusal (wrong role, another space, self-approval) is audited on the issue."""
+    A refusal by a user of the issue's space (wrong role, self-approval) is audited on the
+    issue; for anyone else the issue is not found (NotFound), and nothing is written."""
     permission = "billing.approve_charge"
-    if not user_may_act_in_space(user=acting_user, permission=permission, space_id=issue.space_id):
-        reason = "other_space" if acting_user.has_perm(permission) else "wrong_role"
+    if not user_works_in_space(user=acting_user, space_id=issue.space_id):
+        logger.info(
+            "approval of issue %s refused for user %s: not in their spaces",
+            issue.pk,
+            getattr(acting_user, "pk", None),
+        )
+        raise NotFound()
+    if not acting_user.has_perm(permission):
         charge_issue_approval_refusal_record(
-            issue_id=issue.pk, acting_user=acting_user, code=reason
+            issue_id=issue.pk, acting_user=acting_user, code="wrong_role"
         )
         raise NotAllowed()
     if issue.entered_by_id is not None and issue.entered_by_id == acting_user.pk:

@@ -1,11 +1,67 @@
 """Admin behaviour every model admin of the project shares (domain-free)."""
 
+import functools
+
 from django.contrib import admin
+from django.contrib.admin.exceptions import DisallowedModelAdminLookup
 from django.contrib.admin.utils import unquote
+from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.http import Http404, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+
+
+class DeclaredLookupsChangeList(ChangeList):
+    """A changelist that filters only by what its admin declares: the list filters (each
+    filter's own parameters), the search box and the date hierarchy. Any other lookup in
+    the query string (`?webhook_secret__startswith=ab`) is refused with a 400 before a row
+    is read, so a list cannot be used as an oracle that answers "some row starts with ab".
+
+    Django's ModelAdmin.lookup_allowed() accepts every lookup on the model's own fields
+    (it only guards relations); that is the hole this closes. The changelist's own
+    parameters (page, order, search, popup, `_to_field`, facets, the error flag) are not
+    lookups and Django removes them before this point.
+    """
+
+    def get_filters(self, request):
+        asked = set(self.get_filters_params())
+        filter_specs, has_filters, remaining, may_have_duplicates, has_active_filters = (
+            super().get_filters(request)
+        )
+        # Every list filter (shown or not) has popped the parameters it declares, and the
+        # date hierarchy its year/month/day: what the query string asked for and is still
+        # here was declared by nothing. Nothing has been filtered yet (the remaining
+        # lookups are applied by get_queryset, after this).
+        undeclared = asked & set(remaining)
+        if self.date_hierarchy and f"{self.date_hierarchy}__year" in asked:
+            # The hierarchy turned year/month/day into these two bounds (its own values,
+            # replacing any the query string sent).
+            undeclared -= {f"{self.date_hierarchy}__gte", f"{self.date_hierarchy}__lt"}
+        if undeclared:
+            raise DisallowedModelAdminLookup(
+                f"Filtering by {', '.join(sorted(undeclared))} is not allowed."
+            )
+        return filter_specs, has_filters, remaining, may_have_duplicates, has_active_filters
+
+
+@functools.cache
+def declared_lookups_only(changelist_class: type[ChangeList]) -> type[ChangeList]:
+    """`changelist_class` (Django's, unfold's, an admin's own) with the check of
+    DeclaredLookupsChangeList in front of it."""
+    if issubclass(changelist_class, DeclaredLookupsChangeList):
+        return changelist_class
+    return type(changelist_class.__name__, (DeclaredLookupsChangeList, changelist_class), {})
+
+
+class DeclaredLookupsAdminMixin:
+    """Every changelist of this admin accepts only declared lookups (DeclaredLookupsChangeList).
+
+    The admin site (config/admin_site.py) puts this in front of every admin registered on
+    it, ours and the libraries', so that no admin can forget it."""
+
+    def get_changelist(self, request, **kwargs):
+        return declared_lookups_only(super().get_changelist(request, **kwargs))
 
 
 def object_id_or_404(opts, object_id, field_name: str | None = None):

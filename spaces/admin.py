@@ -8,6 +8,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ImproperlyConfigured
 from django.db import models
 from django.http import Http404
+from django.urls import reverse
+from django.utils.html import format_html
 from django_celery_beat.models import (
     ClockedSchedule,
     CrontabSchedule,
@@ -252,23 +254,43 @@ for _model in (PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, C
 
 # --- Staff users and roles (django.contrib.auth's admins in the theme) -----------------------
 
-for _model, _auth_admin, _forms in (
-    (
-        get_user_model(),
-        UserAdmin,
-        {
-            "form": UserChangeForm,
-            "add_form": UserCreationForm,
-            "change_password_form": AdminPasswordChangeForm,
-        },
-    ),
-    (Group, GroupAdmin, {}),
+
+class StaffUserChangeForm(UserChangeForm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Django's change form declares the hash as a read-only field, part of the form
+        # whether the page shows it or not: drop it, so its value is never rendered.
+        del self.fields["password"]
+
+
+class StaffUserAdmin(UserAdmin, ModelAdmin):
+    """Django's user admin in the theme. The password hash is not shown, not even Django's
+    summary of it (algorithm, and the first characters of salt and hash): the page says only
+    whether a password is set, and links to the change-password form."""
+
+    form = StaffUserChangeForm
+    add_form = UserCreationForm
+    change_password_form = AdminPasswordChangeForm
+    # Django's first fieldset is username and password; the others are kept as they are.
+    fieldsets = ((None, {"fields": ("username", "password_status")}), *UserAdmin.fieldsets[1:])
+    readonly_fields = ("password_status",)
+
+    @admin.display(description="password")
+    def password_status(self, user):
+        if user.pk is None:
+            return "–"
+        state = "A password is set." if user.has_usable_password() else "No password is set."
+        url = reverse("admin:auth_user_password_change", args=[user.pk])
+        return format_html('{} <a href="{}" class="underline">Change it</a>', state, url)
+
+
+for _model, _model_admin in (
+    (get_user_model(), StaffUserAdmin),
+    (Group, type("ThemedGroupAdmin", (GroupAdmin, ModelAdmin), {})),
 ):
     if admin.site.is_registered(_model):
         admin.site.unregister(_model)
-    admin.site.register(
-        _model, type(f"Themed{_auth_admin.__name__}", (_auth_admin, ModelAdmin), _forms)
-    )
+    admin.site.register(_model, _model_admin)
 
 
 # --- Staff accounts: second factors and login lockout (spaces/twofactor.py, django-axes) ------
@@ -297,11 +319,13 @@ class StaffSecondFactorAdmin(ModelAdmin):
     which shows superusers each secret as a QR code and lets anyone with the permission edit
     devices."""
 
-    list_display = ("user", "name", "confirmed", "created_at", "last_used_at")
+    # Whose device it is, and of the device only its name, whether it is confirmed and when
+    # it was last used: never its key, counters or drift.
+    list_display = ("user", "name", "confirmed", "last_used_at")
     list_filter = ("confirmed",)
     list_select_related = ("user",)
     search_fields = ("user__username", "user__email")
-    fields = ("user", "name", "confirmed", "created_at", "last_used_at")
+    fields = ("user", "name", "confirmed", "last_used_at")
     actions = [reset_second_factor]
 
     def get_queryset(self, request):

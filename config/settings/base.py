@@ -27,8 +27,10 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 CSRF_FAILURE_VIEW = "config.views.csrf_failure"
 
 INSTALLED_APPS = [
-    "unfold",
-    "django.contrib.admin",
+    # The admin's theme, and Django's admin with the project's site (config/admin_site.py:
+    # every admin answers only the lookups it declares, and never shows a secret).
+    "unfold.apps.BasicAppConfig",
+    "config.apps.BackOfficeAdminConfig",
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
