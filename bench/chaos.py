@@ -610,30 +610,47 @@ def level_runs_read(nodes: list[Node]) -> dict[int, list[Run]]:
     return runs
 
 
-def wait_cause(wait: Wait, runs: list[Run], killed: set[str]) -> str:
-    """Why a level stayed due, from its runs around its due time."""
-    near = [
-        r
-        for r in runs
-        if wait.due_at - timedelta(seconds=10) <= r.started <= wait.due_at + timedelta(minutes=2)
-    ]
-    if not near:
-        return "no run of it started: its message was never delivered"
-    died = [r for r in near if r.ended is None]
-    if died:
-        if died[0].node in killed:
-            return "its run died with the killed worker and was not run again"
-        return "its run never ended"
-    failed = [r for r in near if r.state != "SUCCESS"]
-    if failed:
-        return f"its run ended {failed[0].state} ({failed[0].result}): acknowledged, not retried"
-    results = ", ".join(r.result for r in near)
-    if len(near) >= 2 and all(r.result == "False" for r in near):
-        return (
-            f"its {len(near)} runs all returned without charging ({results}): the copies "
-            "met on the row and each left the charge to the other"
-        )
-    return f"its runs ({results}) returned and none moved it on"
+def wait_cause(wait: Wait, runs: list[Run], killed: set[str]) -> tuple[str, datetime]:
+    """Why a level stayed due, read from its runs: (the cause, when the run that shows it
+    started). The run that made it due is the one running at its due time (due_at is set to
+    `now` inside a run); later runs are the deliveries of what it dispatched."""
+    due = wait.due_at
+    early, late = due - timedelta(seconds=10), due + timedelta(minutes=2)
+    window = [r for r in runs if early <= r.started <= late]
+    setters = [r for r in window if r.started <= due and (r.ended is None or r.ended >= due)]
+    # The setter's own copy (same task id) starts after the due time too; it is not a later
+    # delivery of what the setter dispatched.
+    copies = [r for r in window if r.task_id in {s.task_id for s in setters}]
+    after = [r for r in window if r.started > due and r not in copies]
+    for r in copies + after:
+        if r.ended is None:
+            if r.node in killed:
+                return "its run died with the killed worker and never came back", r.started
+            return "its run never ended", r.started
+    for r in after:
+        if r.state != "SUCCESS":
+            return (
+                f"its run ended {r.state} ({r.result}) and was acknowledged, not retried",
+                r.started,
+            )
+    for r in copies:
+        if r.state != "SUCCESS":
+            return (
+                f"the run that made it due ended {r.state} ({r.result}) after its commit: "
+                "what it dispatched on commit was never sent",
+                r.started,
+            )
+    if copies and not after:
+        if len(copies) >= 2 and all(r.result == "False" for r in copies):
+            return (
+                "both copies of its run returned without charging: they met on the row and "
+                "each left the charge to the other",
+                copies[0].started,
+            )
+    if not after:
+        return "no run of it came after it became due: its message was lost", due
+    results = ", ".join(r.result for r in after)
+    return f"its runs after it became due ({results}) did not move it on", after[0].started
 
 
 # --- Checks -----------------------------------------------------------------------------------
@@ -968,6 +985,7 @@ def run(args) -> tuple[dict, int]:
 
         def wait_row(w: Wait) -> dict:
             due_s = (w.due_at - started_at).total_seconds()
+            cause, at = wait_cause(w, level_runs.get(w.level_id, []), killed)
             return {
                 "level": w.level_id,
                 "case": w.case_id,
@@ -979,8 +997,10 @@ def run(args) -> tuple[dict, int]:
                     round((w.lease_until - w.due_at).total_seconds(), 1) if w.lease_until else None
                 ),
                 "lease_wait": w in lease_waits,
-                "near": fault_near(due_s, faults, args.visibility_timeout),
-                "cause": wait_cause(w, level_runs.get(w.level_id, []), killed),
+                "cause": cause,
+                "near": fault_near(
+                    (at - started_at).total_seconds(), faults, args.visibility_timeout
+                ),
             }
 
         summary.update(
