@@ -8,8 +8,9 @@ on, which levels waited out their lease and near which fault, and the money inva
 - at localstripe, at most one succeeded PaymentIntent per issue, per level and per link;
 - our succeeded ChargeAttempts are localstripe's succeeded PaymentIntents (same ids, count
   and sum), and a collection that succeeded has exactly one, one that failed none.
-Exit status: 0 all settled within the bound and every invariant holds; 1 an invariant broke;
-2 the bound was exceeded (invariants held); 3 the run itself could not be done.
+Exit status: 0 all settled within the bound, no level waited out its lease and every invariant
+holds; 1 an invariant broke; 2 the bound was missed or a level waited out its lease
+(invariants held); 3 the run itself could not be done.
 
 Run from the project root (DATABASE_URL and CELERY_BROKER_URL name the servers):
 
@@ -33,14 +34,19 @@ How it runs:
   level-2 "another saved method" step collects the amount), a third a second declining card,
   a third nothing else (those end failed after the last level). The flow (the space's only
   active one): level 1 retries the card and emails the customer; level 2 retries the card,
-  charges another saved method, then sends the payment link; each lasts --period s.
+  charges another saved method, then sends the payment link; each lasts --period s (full: 90
+  s, longer than the production beat's minute of lag: a level starts where the one before
+  ended, so a shorter one would start already over and be skipped).
   At the start the bench publishes every issue's charge task (twice, like any task).
 - Faults, after --fault-start s and then every --fault-gap s: SIGKILL of worker 1 (its process
   group; a replacement starts at once), then the provider, the broker and the database each
   cut for --cut s (open connections reset, new ones refused).
 - Every second it samples the levels that are due (pending, due_at passed): a level's wait
   beyond its due time is how long it stayed due. A healthy level is taken within a beat
-  interval; one whose run was lost stays due until its lease ends.
+  interval; one whose run was lost stays due until its lease ends. Why it stayed due is read
+  from its runs, which bench/chaos_settings.py logs with their arguments and outcome: both
+  copies returned without charging (they met on the row), a run raised and was dropped, its
+  run died with the killed worker, or its message never came; and near which fault.
 - It stops when every collection (case and issue) is settled or at --bound s, stops the
   processes, then reads localstripe's PaymentIntents and our attempts.
 
@@ -48,8 +54,11 @@ How it runs:
 collections, levels of 8 s, the minute-scale beats every 2 s (CHAOS_BEAT_SECONDS), faults of
 2 s from 2 s on, bound 150 s. The bound leaves room for one reconciliation (an attempt whose
 provider call a cut broke is looked up only after payments.attempts.RECONCILE_AFTER, 2
-minutes, a fixed product delay) but not for a level waiting out its 5-minute lease.
-Nothing here is timed by a test; the figures depend on the machine.
+minutes, a fixed product delay) but not for a level waiting out its 5-minute lease. The smoke
+test asserts the exit status: a liveness bound, not a speed figure.
+
+Control runs: --no-faults (duplicates only), --once (faults only, every task published once).
+--keep-logs and --keep-db keep the processes' logs and the database for a closer look.
 """
 
 import argparse
