@@ -38,9 +38,13 @@ How it runs:
   s, longer than the production beat's minute of lag: a level starts where the one before
   ended, so a shorter one would start already over and be skipped).
   At the start the bench publishes every issue's charge task (twice, like any task).
-- Faults, after --fault-start s and then every --fault-gap s: SIGKILL of worker 1 (its process
-  group; a replacement starts at once), then the provider, the broker and the database each
-  cut for --cut s (open connections reset, new ones refused).
+- Faults, one after another: SIGKILL of worker 1 (its process group; a replacement starts at
+  once), then the provider, the broker and the database each cut for --cut s (open connections
+  reset, new ones refused). The first comes --fault-start s after the start, each next one at
+  least --fault-gap s after the one before, and each waits for a moment when the collections
+  are busy (a charge begun, a level or case changed in the last 3 s; at most --fault-patience
+  s), so that it meets work in flight: in the full run the waves of work come with the beat's
+  minutes.
 - Every second it samples the levels that are due (pending, due_at passed): a level's wait
   beyond its due time is how long it stayed due. A healthy level is taken within a beat
   interval; one whose run was lost stays due until its lease ends. Why it stayed due is read
@@ -94,6 +98,7 @@ SECRET_KEY = "sk_test_localstripe"
 EXIT_OK, EXIT_INVARIANT, EXIT_BOUND, EXIT_ERROR = 0, 1, 2, 3
 # A level still due this long after its due time waited for something other than the beat.
 LONG_WAIT_SECONDS = 120
+CUT_ORDER = ("provider", "broker", "database")
 
 FULL = {
     "n": 200,
@@ -101,7 +106,9 @@ FULL = {
     "bound": 420.0,
     "beat_seconds": None,
     "fault_start": 20.0,
-    "fault_gap": 30.0,
+    "fault_gap": 10.0,
+    # Longer than the beat's minute: the next wave of work comes with its next tick.
+    "fault_patience": 150.0,
     "cut": 5.0,
 }
 SMOKE = {
@@ -111,6 +118,7 @@ SMOKE = {
     "beat_seconds": 2.0,
     "fault_start": 2.0,
     "fault_gap": 3.0,
+    "fault_patience": 10.0,
     "cut": 2.0,
 }
 
@@ -118,6 +126,12 @@ RECEIVED = re.compile(r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]{36})\] received"
 RAISED = re.compile(
     r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]{36})\] raised unexpected: (?P<error>\w+)\((?P<msg>.*)"
 )
+RETRIED = re.compile(
+    r"Task (?P<name>[\w.]+)\[(?P<id>[0-9a-f-]{36})\] retry: Retry in \S+: "
+    r"(?P<error>\w+)\((?P<msg>.*)"
+)
+# core.tasks.dispatch: a committed change whose message the broker refused (the beat resends).
+DISPATCH_FAILED = re.compile(r"dispatch of (?P<name>[\w.]+)\(.* failed, the broker is unavailable")
 COPY_DROPPED = re.compile(r"chaos: copy of (?P<name>[\w.]+)\[")
 # Logged by bench/chaos_settings.py around every task run.
 RUN_START = re.compile(
@@ -559,6 +573,23 @@ class Watch:
                 # The lease it waits under (a later one is the beat's claim once it ran out).
                 wait.lease_until = claimed_until
 
+    def busy(self) -> bool:
+        """Whether the collections are doing something right now (a charge begun, a level
+        started or ended, a case opened or closed in the last 3 seconds): when a fault can
+        meet work in flight rather than an idle system."""
+        from django.utils import timezone
+
+        from chargeflows.models import ChargeFlowCaseEvent
+        from payments.models import ChargeAttempt
+
+        since = timezone.now() - timedelta(seconds=3)
+        return (
+            ChargeAttempt.objects.filter(space_id=self.space_id, created_at__gte=since).exists()
+            or ChargeFlowCaseEvent.objects.filter(
+                case__space_id=self.space_id, created_at__gte=since
+            ).exists()
+        )
+
     def settled(self) -> int:
         """Collections whose case and issue have both ended."""
         from billing.models import ChargeIssue
@@ -637,13 +668,13 @@ def wait_cause(wait: Wait, runs: list[Run], killed: set[str]) -> tuple[str, date
                 return "its run died with the killed worker and never came back", r.started
             return "its run never ended", r.started
     for r in after:
-        if r.state != "SUCCESS":
+        if r.state not in ("SUCCESS", "RETRY"):  # a retried run comes again, same task id
             return (
                 f"its run ended {r.state} ({r.result}) and was acknowledged, not retried",
                 r.started,
             )
     for r in copies:
-        if r.state != "SUCCESS":
+        if r.state not in ("SUCCESS", "RETRY"):  # a retried run comes again, same task id
             return (
                 f"the run that made it due ended {r.state} ({r.result}) after its commit: "
                 "what it dispatched on commit was never sent",
@@ -779,6 +810,8 @@ def logs_read(nodes: list[Node]) -> dict:
     """Deliveries per task id, task failures by kind, dropped copies, beat errors."""
     deliveries: Counter = Counter()
     failures: Counter = Counter()
+    retries: Counter = Counter()
+    dispatch_failed: Counter = Counter()
     copies_dropped = 0
     beat_errors: Counter = Counter()
     for node in nodes:
@@ -792,12 +825,18 @@ def logs_read(nodes: list[Node]) -> dict:
             deliveries[match["id"]] += 1
         for match in RAISED.finditer(text):
             failures[f"{match['name']}: {match['error']} ({_cause(match['msg'])})"] += 1
+        for match in RETRIED.finditer(text):
+            retries[f"{match['name']}: {match['error']} ({_cause(match['msg'])})"] += 1
+        for match in DISPATCH_FAILED.finditer(text):
+            dispatch_failed[match["name"]] += 1
         copies_dropped += len(COPY_DROPPED.findall(text))
     return {
         "task_ids": len(deliveries),
         "deliveries": sum(deliveries.values()),
         "delivered": dict(sorted(Counter(deliveries.values()).items())),
         "task_failures": dict(failures.most_common()),
+        "task_retries": dict(retries.most_common()),
+        "dispatches_refused": dict(dispatch_failed.most_common()),
         "copies_dropped": copies_dropped,
         "beat_errors": dict(beat_errors.most_common(10)),
     }
@@ -925,33 +964,35 @@ def run(args) -> tuple[dict, int]:
         t0 = time.monotonic()
         charges_publish(issue_ids)
         cluster.beat_start()
-        at = args.fault_start
-        schedule = [(at, "kill", "worker")]
-        for name in ("provider", "broker", "database"):
-            at += args.fault_gap
-            schedule.append((at, "cut", name))
+        # Each fault waits for its earliest time (the first after --fault-start, each next one
+        # --fault-gap after the one before), then for a moment when the collections are busy
+        # (at most --fault-patience s more), so that it meets work in flight, not an idle system.
+        schedule = [("kill", "worker")] + [("cut", name) for name in CUT_ORDER]
         if args.no_faults:
             schedule = []
+        earliest = args.fault_start
         faults: list[dict] = []
         watch = Watch(space_id, len(issue_ids))
         settled, next_note = 0, 30.0
         while True:
             elapsed = time.monotonic() - t0
-            while schedule and schedule[0][0] <= elapsed:
-                _, kind, what = schedule.pop(0)
-                if kind == "kill":
-                    killed, replacement = cluster.kill_worker(0)
-                    faults.append(
-                        {"at": elapsed, "until": elapsed,
-                         "what": f"worker {killed} killed (replacement {replacement})"}
-                    )  # fmt: skip
-                else:
-                    cut = proxies.cut(what, args.cut)
-                    faults.append(
-                        {"at": elapsed, "until": elapsed + args.cut,
-                         "what": f"{what} cut {args.cut:g}s", "cut": cut}
-                    )  # fmt: skip
-                log(f"chaos: +{elapsed:5.1f}s {faults[-1]['what']}")
+            if schedule and elapsed >= earliest:
+                if elapsed >= earliest + args.fault_patience or watch.busy():
+                    kind, what = schedule.pop(0)
+                    if kind == "kill":
+                        killed, replacement = cluster.kill_worker(0)
+                        faults.append(
+                            {"at": elapsed, "until": elapsed,
+                             "what": f"worker {killed} killed (replacement {replacement})"}
+                        )  # fmt: skip
+                    else:
+                        cut = proxies.cut(what, args.cut)
+                        faults.append(
+                            {"at": elapsed, "until": elapsed + args.cut,
+                             "what": f"{what} cut {args.cut:g}s", "cut": cut}
+                        )  # fmt: skip
+                    log(f"chaos: +{elapsed:5.1f}s {faults[-1]['what']}")
+                    earliest = elapsed + max(args.fault_gap, args.cut + 1)
             cluster.supervise(elapsed)
             watch.sample()
             settled = watch.settled()
@@ -1107,7 +1148,8 @@ def report(s: dict) -> None:
     delivered = ", ".join(f"{k}x: {v}" for k, v in logs["delivered"].items())
     print(
         f"deliveries: {logs['task_ids']} task ids, {logs['deliveries']} taken by workers "
-        f"({delivered}); copies not published (broker cut): {logs['copies_dropped']}"
+        f"(times per id, a retry keeping its id: {delivered}); copies not published (broker "
+        f"cut): {logs['copies_dropped']}"
     )
     restarts = ", ".join(f"{r['node']} +{r['at']:.0f}s (exit {r['exit']})" for r in s["restarts"])
     print(f"restarted after exiting by themselves: {restarts or 'none'}")
@@ -1146,6 +1188,13 @@ def report(s: dict) -> None:
         print("tasks that raised (acknowledged, not retried):")
         for what, n in list(logs["task_failures"].items())[:12]:
             print(f"  {n:4d} x {what}")
+    if logs["task_retries"]:
+        print("task runs retried (each retry is published, so copied, again):")
+        for what, n in list(logs["task_retries"].items())[:12]:
+            print(f"  {n:4d} x {what}")
+    if logs["dispatches_refused"]:
+        refused = ", ".join(f"{k} {v}" for k, v in logs["dispatches_refused"].items())
+        print(f"dispatches the broker refused (logged; the beat sends them again): {refused}")
     if logs["beat_errors"]:
         print("beat errors:")
         for what, n in logs["beat_errors"].items():
@@ -1184,7 +1233,10 @@ def main() -> None:
         "--beat-seconds", type=float, help="run the minute-scale beats this often (smoke 2)"
     )
     parser.add_argument("--fault-start", type=float, help="first fault, s after the start")
-    parser.add_argument("--fault-gap", type=float, help="seconds between faults")
+    parser.add_argument("--fault-gap", type=float, help="least seconds between faults")
+    parser.add_argument(
+        "--fault-patience", type=float, help="most seconds a fault waits for a busy moment"
+    )
     parser.add_argument("--cut", type=float, help="seconds each service is cut (full 5)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--visibility-timeout", type=int, default=25)
