@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# The smoke bound is 150 s; setup (migrate, workers) and teardown come on top.
+# The smoke bound is 200 s; setup (migrate, workers) and teardown come on top.
 TIMEOUT = 600
 
 
